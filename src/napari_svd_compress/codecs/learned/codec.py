@@ -1,0 +1,304 @@
+"""Run time of the learned codec: onnxruntime transforms + constriction range coding.
+
+Encoding a plane:
+
+1. Grayscale is replicated to RGB.  The image is conceptually padded to a multiple of
+   16 by symmetric reflection (never materialised as a whole: each tile gathers its
+   pixels through reflected indices).
+2. The analysis transform runs on tiles of ``TILE`` x ``TILE`` latent positions
+   (1024 px), each with ``MARGIN`` latent positions (64 px, more than the transform's
+   30 px receptive radius) of real image context on interior sides; only each tile's
+   core latents are kept, so the assembled latent equals the untiled one up to
+   floating-point noise.  Memory stays bounded by the tile size.
+3. Latents are multiplied by the level's channel gains and rounded to integers.
+4. The integers are range coded channel by channel (``constriction`` queue coder) with
+   the level's fixed integer frequency tables.  A channel's alphabet is
+   ``[lo, lo + size)`` plus an escape symbol; an escaped value is stored verbatim as
+   int32 in the ``escapes`` payload (in channel-major raster order).
+
+Decoding reverses this; the synthesis transform also runs in tiles whose margins
+(``MARGIN`` latent positions, twice its receptive radius) are cropped, so there are no
+seams.  The tables do not depend on the image, so the decoded integers are identical on
+every machine; only the final float transform may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ...errors import BundleContentError, BundleError, BundleVersionError, ParameterError
+from ...registry import Encoded
+from .model import BUILTIN_PATH, LearnedModel, load_model
+
+__all__ = ["decode", "decode_latents", "encode", "encode_latents"]
+
+CODEC_VERSION = 1
+TILE = 64  # latent positions per tile side (1024 px)
+MARGIN = 4  # latent positions of context on interior tile sides
+_MAX_BITS_PER_SYMBOL = 64  # bound on payload size per latent symbol (validation)
+
+#: onnxruntime ``intra_op_num_threads``; 0 lets onnxruntime choose.  Overridden by
+#: the environment variable ``NAPARI_SVD_LEARNED_THREADS``.
+THREADS = 0
+
+
+def _threads() -> int:
+    env = os.environ.get("NAPARI_SVD_LEARNED_THREADS", "")
+    try:
+        return max(0, int(env)) if env else THREADS
+    except ValueError:
+        return THREADS
+
+
+def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map indices outside ``[0, n)`` back in by symmetric reflection (period 2n)."""
+    j = np.mod(idx, 2 * n)
+    return np.where(j >= n, 2 * n - 1 - j, j)
+
+
+def _spans(n: int, tile: int) -> list[tuple[int, int]]:
+    return [(a, min(a + tile, n)) for a in range(0, n, tile)]
+
+
+def _latent_size(h: int, w: int, stride: int = 16) -> tuple[int, int]:
+    return -(-h // stride), -(-w // stride)
+
+
+def _analysis(model: LearnedModel, rgb: np.ndarray, progress: Callable[[float], None]):
+    """Latents ``(M, h, w)`` float32 of an ``(H, W, 3)`` image, computed in tiles."""
+    s = model.stride
+    hgt, wid = rgb.shape[:2]
+    lh, lw = _latent_size(hgt, wid, s)
+    sess = model.session("analysis", _threads())
+    out = np.empty((model.channels, lh, lw), np.float32)
+    tiles = [(ys, xs) for ys in _spans(lh, TILE) for xs in _spans(lw, TILE)]
+    for k, ((y0, y1), (x0, x1)) in enumerate(tiles):
+        # Context only on interior sides, so a single-tile image costs nothing extra.
+        my0, my1 = (MARGIN if y0 > 0 else 0), (MARGIN if y1 < lh else 0)
+        mx0, mx1 = (MARGIN if x0 > 0 else 0), (MARGIN if x1 < lw else 0)
+        iy = _reflect(np.arange((y0 - my0) * s, (y1 + my1) * s), hgt)
+        ix = _reflect(np.arange((x0 - mx0) * s, (x1 + mx1) * s), wid)
+        win = rgb[iy[:, None], ix[None, :]]  # (h, w, 3)
+        x = np.ascontiguousarray(win.transpose(2, 0, 1)[None], dtype=np.float32)
+        y = sess.run(None, {"image": x})[0][0]
+        out[:, y0:y1, x0:x1] = y[:, my0 : my0 + (y1 - y0), mx0 : mx0 + (x1 - x0)]
+        progress(0.85 * (k + 1) / len(tiles))
+    return out
+
+
+def _synthesis(model: LearnedModel, latent: np.ndarray, hgt: int, wid: int) -> np.ndarray:
+    """Image ``(H, W, 3)`` float32 from scaled latents ``(M, h, w)``, in tiles."""
+    s = model.stride
+    _, lh, lw = latent.shape
+    sess = model.session("synthesis", _threads())
+    out = np.empty((hgt, wid, 3), np.float32)
+    for y0, y1 in _spans(lh, TILE):
+        for x0, x1 in _spans(lw, TILE):
+            a0, a1 = max(0, y0 - MARGIN), min(lh, y1 + MARGIN)
+            b0, b1 = max(0, x0 - MARGIN), min(lw, x1 + MARGIN)
+            z = np.ascontiguousarray(latent[None, :, a0:a1, b0:b1])
+            img = sess.run(None, {"latent": z})[0][0]  # (3, h*s, w*s)
+            py0, px0 = (y0 - a0) * s, (x0 - b0) * s
+            oy1, ox1 = min(y1 * s, hgt), min(x1 * s, wid)
+            out[y0 * s : oy1, x0 * s : ox1] = img[
+                :, py0 : py0 + oy1 - y0 * s, px0 : px0 + ox1 - x0 * s
+            ].transpose(1, 2, 0)
+    return out
+
+
+def encode_latents(model: LearnedModel, level: int, symbols: np.ndarray) -> tuple[bytes, bytes]:
+    """Range-code integer latents ``(M, h, w)``; return (bitstream, escapes)."""
+    import constriction
+
+    cats = model.categoricals(level)
+    lo, size = model.lo[level - 1], model.size[level - 1]
+    enc = constriction.stream.queue.RangeEncoder()
+    escapes = []
+    for c in range(model.channels):
+        v = symbols[c].ravel().astype(np.int64) - int(lo[c])
+        esc = (v < 0) | (v >= size[c])
+        if esc.any():
+            escapes.append(symbols[c].ravel()[esc].astype("<i4"))
+            v[esc] = size[c]
+        enc.encode(v.astype(np.int32), cats[c])
+    words = enc.get_compressed()
+    esc_bytes = np.concatenate(escapes).tobytes() if escapes else b""
+    return words.astype("<u4").tobytes(), esc_bytes
+
+
+def decode_latents(meta: Mapping[str, Any], payloads: Mapping[str, bytes]) -> np.ndarray:
+    """Decode the integer latents ``(M, h, w)`` of an encoded plane (after validation).
+
+    The result depends only on the bitstream and the model's integer tables, so it is
+    bit-identical across machines and thread counts.
+    """
+    model, level, (m, lh, lw) = _check(meta, payloads, None)
+    return _decode_symbols(model, level, m, lh, lw, meta, payloads)
+
+
+def _decode_symbols(model, level, m, lh, lw, meta, payloads) -> np.ndarray:
+    import constriction
+
+    data = payloads["latents"]
+    esc_data = payloads.get("escapes", b"")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    cats = model.categoricals(level)
+    lo, size = model.lo[level - 1], model.size[level - 1]
+    dec = constriction.stream.queue.RangeDecoder(words)
+    n = lh * lw
+    out = np.empty((m, n), np.int32)
+    n_esc = len(esc_data) // 4
+    escapes = np.frombuffer(esc_data, dtype="<i4")
+    used = 0
+    try:
+        for c in range(m):
+            v = np.asarray(dec.decode(cats[c], n), dtype=np.int64)
+            esc = v == size[c]
+            k = int(esc.sum())
+            if k:
+                if used + k > n_esc:
+                    raise BundleContentError("the bitstream has more escapes than stored values")
+                v[esc] = escapes[used : used + k].astype(np.int64) - int(lo[c])
+                used += k
+            out[c] = v + int(lo[c])
+    except BundleError:
+        raise
+    except Exception as exc:  # constriction reports a corrupt stream as various errors
+        raise BundleContentError(f"corrupt learned-codec bitstream: {exc}") from None
+    # A well-formed stream is consumed exactly; a truncated one (which constriction
+    # decodes into garbage without complaint) or one with trailing words is not.
+    if not dec.maybe_exhausted():
+        raise BundleContentError("learned-codec bitstream is truncated or has trailing data")
+    if used != n_esc:
+        raise BundleContentError("the escape payload does not match the bitstream")
+    return out.reshape(m, lh, lw)
+
+
+def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> Encoded:
+    """Encode one ``(H, W, C)`` float32 plane in [0, 1], C = 1 or 3."""
+    model_path = str(params.get("model") or "")
+    model = load_model(model_path)
+    level = int(params.get("quality", 3))
+    if level not in model.levels:
+        raise ParameterError(
+            f"model {model.name!r} provides quality levels {list(model.levels)}, not {level}"
+        )
+    if plane.ndim != 3 or plane.shape[2] not in (1, 3):
+        raise ParameterError(f"learned codec needs 1 or 3 channels, got shape {plane.shape}")
+    hgt, wid, ch = plane.shape
+    rgb = np.clip(np.nan_to_num(plane.astype(np.float32, copy=False)), 0.0, 1.0)
+    if ch == 1:
+        rgb = np.broadcast_to(rgb, (hgt, wid, 3))
+    progress(0.0)
+    latent = _analysis(model, rgb, progress)
+    latent *= model.gain[level - 1][:, None, None]
+    symbols = np.rint(latent).astype(np.int32)
+    del latent
+    bits, escapes = encode_latents(model, level, symbols)
+    progress(1.0)
+    meta = {
+        "codec_version": CODEC_VERSION,
+        "model": {
+            **model.identity(),
+            # The built-in model is found again by name; a user model by its path.
+            "path": "" if _is_builtin(model) else os.path.abspath(model_path),
+        },
+        "quality": level,
+        "latent_shape": [int(v) for v in symbols.shape],
+        "stride": model.stride,
+        "tiling": {"tile": TILE * model.stride, "margin": MARGIN * model.stride},
+        "crc32": zlib.crc32(bits),
+        "escapes": len(escapes) // 4,
+    }
+    return Encoded(meta=meta, payloads={"latents": bits, "escapes": escapes})
+
+
+def _is_builtin(model: LearnedModel) -> bool:
+    return os.path.abspath(model.path) == os.path.abspath(BUILTIN_PATH)
+
+
+def _check(
+    meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...] | None
+) -> tuple[LearnedModel, int, tuple[int, int, int]]:
+    """Validate ``meta`` and payload sizes; return (model, level, latent shape)."""
+    if not isinstance(meta, Mapping):
+        raise BundleContentError("learned-codec metadata must be a mapping")
+    if meta.get("codec_version") != CODEC_VERSION:
+        raise BundleVersionError(
+            f"learned-codec stream version {meta.get('codec_version')!r} is not supported "
+            f"(this version reads {CODEC_VERSION})"
+        )
+    ident = meta.get("model")
+    if not isinstance(ident, Mapping) or not all(
+        isinstance(ident.get(k), str) for k in ("name", "version", "sha256", "path")
+    ):
+        raise BundleContentError("learned-codec metadata lacks the model identity")
+    try:
+        model = load_model(ident["path"])
+    except ParameterError as exc:
+        raise BundleVersionError(
+            f"this plane was encoded with model {ident['name']!r} version "
+            f"{ident['version']!r}, whose file is not available: {exc}"
+        ) from None
+    if model.identity() != {k: ident[k] for k in ("name", "version", "sha256")}:
+        raise BundleVersionError(
+            f"this plane was encoded with model {ident['name']!r} version {ident['version']!r} "
+            f"(sha256 {ident['sha256'][:12]}...), but the available model is {model.name!r} "
+            f"version {model.version!r} (sha256 {model.sha256[:12]}...); decode it with the "
+            "same model (or the napari-svd-compress release that wrote it)"
+        )
+    level = meta.get("quality")
+    if not isinstance(level, int) or isinstance(level, bool) or level not in model.levels:
+        raise BundleContentError(f"learned-codec quality {level!r} is not one of the model's")
+    ls = meta.get("latent_shape")
+    if (
+        not isinstance(ls, list)
+        or len(ls) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ls)
+        or ls[0] != model.channels
+    ):
+        raise BundleContentError(f"learned-codec latent shape {ls!r} is invalid")
+    if meta.get("stride") != model.stride:
+        raise BundleContentError("learned-codec stride does not match the model")
+    if shape is not None:
+        if len(shape) != 3 or shape[2] not in (1, 3) or shape[0] < 1 or shape[1] < 1:
+            raise BundleContentError(f"learned codec cannot produce a plane of shape {shape}")
+        if tuple(ls[1:]) != _latent_size(shape[0], shape[1], model.stride):
+            raise BundleContentError(
+                f"latent shape {ls} does not match the plane shape {tuple(shape)}"
+            )
+    bits = payloads.get("latents")
+    esc = payloads.get("escapes", b"")
+    if not isinstance(bits, bytes | bytearray | memoryview) or not isinstance(
+        esc, bytes | bytearray | memoryview
+    ):
+        raise BundleContentError("learned-codec payloads 'latents'/'escapes' are missing")
+    n_sym = ls[0] * ls[1] * ls[2]
+    if len(bits) % 4 or len(bits) > n_sym * _MAX_BITS_PER_SYMBOL // 8 + 64:
+        raise BundleContentError(f"learned-codec bitstream has an invalid size ({len(bits)} B)")
+    if len(esc) % 4 or len(esc) // 4 > n_sym or meta.get("escapes") != len(esc) // 4:
+        raise BundleContentError("learned-codec escape payload has an invalid size")
+    if meta.get("crc32") != zlib.crc32(bytes(bits)):
+        raise BundleContentError("learned-codec bitstream is corrupt or truncated (CRC mismatch)")
+    return model, level, (ls[0], ls[1], ls[2])
+
+
+def decode(
+    meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
+) -> np.ndarray:
+    """Decode one plane to float32 of exactly ``shape`` (H, W, 1 or 3)."""
+    shape = tuple(int(v) for v in shape)
+    model, level, (m, lh, lw) = _check(meta, payloads, shape)
+    symbols = _decode_symbols(model, level, m, lh, lw, meta, payloads)
+    latent = symbols.astype(np.float32)
+    del symbols
+    latent *= model.inv_gain[level - 1][:, None, None]
+    img = _synthesis(model, latent, shape[0], shape[1])
+    if shape[2] == 1:
+        img = img.mean(axis=2, keepdims=True, dtype=np.float32)
+    return np.clip(img, 0.0, 1.0, out=img)

@@ -1,0 +1,355 @@
+"""Principal component analysis: a transform learned from the image itself.
+
+Two modes:
+
+``blocks`` (default)
+    The image (after RGB -> YCbCr) is cut into non-overlapping ``b x b`` patches of all
+    channels together (edge-padded to whole blocks); each patch is a sample of dimension
+    ``b*b*C``.  The eigenvectors of the patch covariance (a ``d x d`` eigenproblem, 192 x
+    192 for 8 x 8 colour blocks, accumulated over bands of blocks so no copy of the image
+    is made) are the transform, like JPEG's DCT but fitted to the picture.  The
+    coefficients are quantised with a uniform step and a small dead zone and coded by
+    :func:`~napari_svd_compress._entropy.encode_ints` with one row per component, whose
+    per-row Laplace models suit coefficients whose spread falls with the component index.
+``rows``
+    What the seed notebooks did: the image's rows, per channel, are the samples
+    (dimension W), mean-centred; the leading ``k`` components are kept.
+
+In both modes the basis is quantised too, column ``i`` with a step that makes its
+error a fraction of the coefficient error (``a_i`` the RMS of the
+coefficient, see ``_quantise_basis``), so weak components cost almost nothing for their basis vectors.
+
+Payloads: ``mean`` (int, float32 mean scaled), ``basis`` and ``coef`` (integers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import scipy.linalg as sla
+
+from .._entropy import decode_ints, encode_ints
+from ..color import from_space, to_space
+from ..errors import BundleContentError
+from ..registry import Codec, Encoded, Param, register
+
+MODES = ("blocks", "rows")
+# Levels of an 8-bit image: the step is given in these units.
+_LEVEL = 1.0 / 255.0
+# Rounding offset of the dead-zone quantiser: values below (0.5 + _DEADZONE) steps go
+# to zero.  Small coefficients are many and cost more bits than they buy in PSNR.
+_DEADZONE = 0.2
+# The basis quantisation error is this many times smaller than the coefficient error.
+_BASIS_FINENESS = 8.0
+_MEAN_SCALE = 1 << 14
+# Blocks per band when accumulating the covariance and projecting.
+_BAND_BLOCKS = 1 << 15
+_MAX_BLOCK = 32
+
+PARAMS = (
+    Param(
+        "mode",
+        str,
+        "blocks",
+        "blocks: a transform learned over b x b patches of all channels; rows: the image "
+        "rows per channel as samples (the seed notebooks' PCA).",
+        choices=MODES,
+    ),
+    Param(
+        "components",
+        int,
+        0,
+        "Principal components kept (0 = all; the step then decides what survives).",
+        low=0,
+        high=1 << 20,
+        group="rule",
+    ),
+    Param(
+        "variance",
+        float,
+        None,
+        "Keep the fewest components explaining this fraction of the variance.",
+        low=1e-6,
+        high=1.0,
+        group="rule",
+    ),
+    Param(
+        "step",
+        float,
+        6.0,
+        "Quantisation step of the coefficients, in 8-bit grey levels (larger = smaller "
+        "file).",
+        low=0.01,
+        high=1000.0,
+    ),
+    Param(
+        "block",
+        int,
+        8,
+        "Block size b of blocks mode (patches are b x b pixels of all channels).",
+        low=2,
+        high=_MAX_BLOCK,
+    ),
+)
+
+
+def _short(params: Mapping[str, Any]) -> str:
+    parts = [params["mode"]]
+    if params.get("variance") is not None:
+        parts.append(f"v={params['variance']:g}")
+    elif params.get("components"):
+        parts.append(f"k={params['components']}")
+    parts.append(f"q={params['step']:g}")
+    if params["mode"] == "blocks" and params["block"] != 8:
+        parts.append(f"b={params['block']}")
+    return " ".join(parts)
+
+
+def _choose_k(eig: np.ndarray, params: Mapping[str, Any]) -> int:
+    d = len(eig)
+    if params.get("variance") is not None:
+        cs = np.cumsum(np.clip(eig, 0, None))
+        if cs[-1] <= 0:
+            return 1
+        return min(int(np.argmax(cs >= params["variance"] * cs[-1])) + 1, d)
+    k = params.get("components") or d
+    return max(1, min(int(k), d))
+
+
+def _deadzone(x: np.ndarray, step: float) -> np.ndarray:
+    q = np.floor(np.abs(x) / step + (0.5 - _DEADZONE))
+    return (np.sign(x) * np.maximum(q, 0)).astype(np.int32)
+
+
+# --- blocks -----------------------------------------------------------------------
+
+
+def _block_rows(x: np.ndarray, b: int, r0: int, r1: int) -> np.ndarray:
+    """Patches of block rows ``r0:r1`` of the padded plane, one per row, in raster order."""
+    band = x[r0 * b : r1 * b]
+    nr, nc, c = r1 - r0, x.shape[1] // b, x.shape[2]
+    return band.reshape(nr, b, nc, b, c).transpose(0, 2, 1, 3, 4).reshape(nr * nc, b * b * c)
+
+
+def _bands(n_rows: int, per_row: int) -> list[tuple[int, int]]:
+    step = max(1, _BAND_BLOCKS // max(per_row, 1))
+    return [(r, min(r + step, n_rows)) for r in range(0, n_rows, step)]
+
+
+def _encode_blocks(
+    x: np.ndarray, params: Mapping[str, Any], step: float, progress: Callable[[float], None]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    h, w, c = x.shape
+    b = params["block"]
+    hp, wp = -(-h // b) * b, -(-w // b) * b
+    if (hp, wp) != (h, w):
+        # Edge padding adds no new structure for the transform to spend bits on.
+        x = np.pad(x, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+    nr, nc = hp // b, wp // b
+    d = b * b * c
+    bands = _bands(nr, nc)
+    total = np.zeros(d, np.float64)
+    gram = np.zeros((d, d), np.float64)
+    for i, (r0, r1) in enumerate(bands):
+        p = _block_rows(x, b, r0, r1).astype(np.float64)
+        total += p.sum(axis=0)
+        gram += p.T @ p
+        progress(0.4 * (i + 1) / len(bands))
+    n = nr * nc
+    mean = total / n
+    cov = gram / n - np.outer(mean, mean)
+    eig, vec = sla.eigh(cov, check_finite=False)
+    eig, vec = eig[::-1], vec[:, ::-1]
+    k = _choose_k(eig, params)
+    vec = vec[:, :k]
+    qmean = np.rint(mean * _MEAN_SCALE).astype(np.int32)
+    mean_q = qmean / _MEAN_SCALE
+    coef = np.empty((k, n), np.int32)
+    for i, (r0, r1) in enumerate(bands):
+        p = _block_rows(x, b, r0, r1).astype(np.float32) - mean_q.astype(np.float32)
+        coef[:, r0 * nc : r1 * nc] = _deadzone(p @ vec.astype(np.float32), step).T
+        progress(0.4 + 0.4 * (i + 1) / len(bands))
+    # Components whose coefficients all quantised to zero need no basis vector.
+    used = np.flatnonzero(np.any(coef != 0, axis=1))
+    coef = coef[used]
+    vec = vec[:, used]
+    rms = np.sqrt(np.maximum(eig[used], 0))
+    qbasis, gains = _quantise_basis(vec, rms, step)
+    meta = {"mode": "blocks", "block": b, "components": len(used), "step": step}
+    meta["gains"] = gains.tolist()
+    payloads = {
+        "mean": encode_ints(qmean),
+        "basis": encode_ints(qbasis),
+        "coef": encode_ints(coef),
+    }
+    progress(1.0)
+    return meta, payloads
+
+
+def _quantise_basis(vec: np.ndarray, rms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows = components; column ``i`` is scaled by ``gain_i`` and rounded.
+
+    Every element of the reconstruction gets the basis errors of all ``k`` components,
+    ``sum_i rms_i^2 / (12 gain_i^2)``; ``gain_i = rms_i sqrt(k F) / step`` makes that
+    ``1/F`` of the coefficient quantisation error ``step^2 / 12``.
+    """
+    k = max(len(rms), 1)
+    gains = np.maximum(rms * np.sqrt(k * _BASIS_FINENESS) / step, 1.0)
+    # float32 so the decoder, which reads them from JSON, sees the very same values.
+    gains = np.minimum(gains, 1 << 16).astype(np.float32).astype(np.float64)
+    return np.rint(vec.T * gains[:, None]).astype(np.int32), gains
+
+
+def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape) -> np.ndarray:
+    h, w, c = shape
+    b = meta.get("block")
+    if not isinstance(b, int) or not 2 <= b <= _MAX_BLOCK:
+        raise BundleContentError("pca: bad block size")
+    d = b * b * c
+    k, step, gains = _check_common(meta, d)
+    hp, wp = -(-h // b) * b, -(-w // b) * b
+    nr, nc = hp // b, wp // b
+    n = nr * nc
+    mean = decode_ints(_get(payloads, "mean"), shape=(d,), dtype=np.int32) / _MEAN_SCALE
+    basis = decode_ints(_get(payloads, "basis"), shape=(k, d), dtype=np.int32)
+    coef = decode_ints(_get(payloads, "coef"), shape=(k, n), dtype=np.int32)
+    vec = (basis / gains[:, None]).astype(np.float32)  # (k, d)
+    out = np.empty((hp, wp, c), np.float32)
+    for r0, r1 in _bands(nr, nc):
+        p = (coef[:, r0 * nc : r1 * nc].T.astype(np.float32) * np.float32(step)) @ vec
+        p += mean.astype(np.float32)
+        out[r0 * b : r1 * b] = (
+            p.reshape(r1 - r0, nc, b, b, c).transpose(0, 2, 1, 3, 4).reshape((r1 - r0) * b, wp, c)
+        )
+    return out[:h, :w]
+
+
+# --- rows -------------------------------------------------------------------------
+
+
+def _encode_rows(
+    x: np.ndarray, params: Mapping[str, Any], step: float, progress: Callable[[float], None]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    h, w, c = x.shape
+    means, bases, coefs, metas = [], [], [], []
+    for ch in range(c):
+        xc = x[..., ch].astype(np.float64)
+        mean = xc.mean(axis=0)
+        qmean = np.rint(mean * _MEAN_SCALE).astype(np.int32)
+        xc -= qmean / _MEAN_SCALE
+        # Samples are rows: eigenvectors of the W x W covariance (h rows averaged).
+        cov = xc.T @ xc / h
+        eig, vec = sla.eigh(cov, check_finite=False)
+        eig, vec = eig[::-1], vec[:, ::-1]
+        k = min(_choose_k(eig, params), h)
+        vec = vec[:, :k]
+        coef = _deadzone(xc @ vec, step).T  # (k, h): rows = components
+        used = np.flatnonzero(np.any(coef != 0, axis=1))
+        qbasis, gains = _quantise_basis(vec[:, used], np.sqrt(np.maximum(eig[used], 0)), step)
+        means.append(qmean)
+        bases.append(encode_ints(qbasis))
+        coefs.append(encode_ints(coef[used]))
+        metas.append({"components": len(used), "gains": gains.tolist()})
+        progress(0.9 * (ch + 1) / c)
+    meta = {"mode": "rows", "step": step, "channels": metas}
+    payloads = {"mean": encode_ints(np.stack(means))}
+    for ch in range(c):
+        payloads[f"basis{ch}"] = bases[ch]
+        payloads[f"coef{ch}"] = coefs[ch]
+    return meta, payloads
+
+
+def _decode_rows(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape) -> np.ndarray:
+    h, w, c = shape
+    chans = meta.get("channels")
+    if not isinstance(chans, list) or len(chans) != c:
+        raise BundleContentError(f"pca: expected {c} channel entries")
+    mean = decode_ints(_get(payloads, "mean"), shape=(c, w), dtype=np.int32) / _MEAN_SCALE
+    out = np.empty((h, w, c), np.float32)
+    for ch, entry in enumerate(chans):
+        if not isinstance(entry, dict):
+            raise BundleContentError("pca: a channel entry is malformed")
+        k, step, gains = _check_common({**entry, "step": meta.get("step")}, min(h, w))
+        basis = decode_ints(_get(payloads, f"basis{ch}"), shape=(k, w), dtype=np.int32)
+        coef = decode_ints(_get(payloads, f"coef{ch}"), shape=(k, h), dtype=np.int32)
+        vec = (basis / gains[:, None]).astype(np.float32)
+        out[..., ch] = (coef.T.astype(np.float32) * np.float32(step)) @ vec + mean[ch]
+    return out
+
+
+# --- shared -----------------------------------------------------------------------
+
+
+def _get(payloads: Mapping[str, bytes], name: str) -> bytes:
+    data = payloads.get(name)
+    if data is None:
+        raise BundleContentError(f"pca: payload {name!r} is missing")
+    return data
+
+
+def _check_common(meta: Mapping[str, Any], kmax: int) -> tuple[int, float, np.ndarray]:
+    try:
+        k = int(meta["components"])
+        step = float(meta["step"])
+        gains = np.asarray(meta["gains"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise BundleContentError("pca: the plane's meta is malformed") from None
+    if (
+        not 0 <= k <= kmax
+        or not math.isfinite(step)
+        or step <= 0
+        or gains.shape != (k,)
+        or not np.all(np.isfinite(gains))
+        or not np.all(gains > 0)
+    ):
+        raise BundleContentError("pca: the plane's meta is out of range")
+    return k, step, gains
+
+
+def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable[[float], None]) -> Encoded:
+    c = plane.shape[2]
+    space = "ycbcr" if c == 3 else "gray"
+    x = to_space(plane, "ycbcr") if c == 3 else plane
+    step = float(params["step"]) * _LEVEL
+    if params["mode"] == "blocks":
+        meta, payloads = _encode_blocks(x, params, step, progress)
+    else:
+        meta, payloads = _encode_rows(x, params, step, progress)
+    meta["space"] = space
+    return Encoded(meta=meta, payloads=payloads)
+
+
+def decode(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]) -> np.ndarray:
+    h, w, c = shape
+    space = meta.get("space")
+    if space not in ("gray", "ycbcr") or (space == "gray") != (c == 1):
+        raise BundleContentError(f"pca: colour space {space!r} does not fit {c} channel(s)")
+    mode = meta.get("mode")
+    if mode == "blocks":
+        out = _decode_blocks(meta, payloads, shape)
+    elif mode == "rows":
+        out = _decode_rows(meta, payloads, shape)
+    else:
+        raise BundleContentError(f"pca: unknown mode {mode!r}")
+    return from_space(out, "ycbcr") if c == 3 else out
+
+
+CODEC = register(
+    Codec(
+        name="pca",
+        label="PCA (learned block transform)",
+        description=(
+            "Principal components of the image's b x b blocks (all channels together, "
+            "after RGB to YCbCr) or of its rows; the basis and the quantised, "
+            "entropy-coded coefficients are stored."
+        ),
+        params=PARAMS,
+        encode=encode,
+        decode=decode,
+        sweep=("step", (48.0, 32.0, 22.0, 16.0, 11.0, 8.0, 5.5, 4.0, 2.8, 2.0)),
+        short=_short,
+    )
+)

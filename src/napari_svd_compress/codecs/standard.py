@@ -1,0 +1,125 @@
+"""Baseline codecs through Pillow: JPEG, WebP and AVIF.
+
+The bundle of each is the format's own file (payload ``"file"``), so a result can be
+opened by any image viewer; decoding goes through :mod:`.native`, which refuses
+decompression bombs.  Planes are scaled from ``[0, 1]`` to 8 bits (the formats'
+depth as Pillow writes them), so 16-bit inputs lose their low byte.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import BundleContentError
+from ..registry import Codec, Encoded, Param, register
+from .native import decode_native, sniff
+
+# Pillow's format names and the save options that matter for rate-distortion.
+_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
+
+
+def _to_uint8(plane: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(plane * 255.0), 0, 255).astype(np.uint8)
+
+
+def _make_encode(fmt: str) -> Callable[[np.ndarray, dict[str, Any], Callable], Encoded]:
+    def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable) -> Encoded:
+        from PIL import Image
+
+        progress(0.0)
+        h, w, c = plane.shape
+        pixels = _to_uint8(plane)
+        im = Image.fromarray(pixels[..., 0] if c == 1 else pixels, mode="L" if c == 1 else "RGB")
+        options: dict[str, Any] = {"quality": int(params["quality"])}
+        if fmt == "jpeg":
+            # Optimised Huffman tables cost nothing in quality and save a few percent.
+            options["optimize"] = True
+        elif fmt == "webp":
+            options["method"] = 6
+        elif fmt == "avif":
+            options["speed"] = 6
+        buf = io.BytesIO()
+        im.save(buf, format=_FORMATS[fmt], **options)
+        progress(1.0)
+        return Encoded(meta={"format": fmt}, payloads={"file": buf.getvalue()})
+
+    return encode
+
+
+def _make_decode(fmt: str) -> Callable[[Mapping[str, Any], Mapping[str, bytes], tuple], np.ndarray]:
+    def decode(
+        meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
+    ) -> np.ndarray:
+        h, w, c = shape
+        data = payloads.get("file")
+        if data is None:
+            raise BundleContentError(f"{fmt}: payload 'file' is missing")
+        if sniff(data) != fmt:
+            raise BundleContentError(f"{fmt}: the payload is not a {fmt.upper()} file")
+        image = decode_native(bytes(data))
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[:2] != (h, w):
+            raise BundleContentError(f"{fmt}: the file is {image.shape[1]}x{image.shape[0]}")
+        if image.shape[2] != c:
+            # A decoder may hand back RGB for a grayscale file or the reverse.
+            image = image[..., :1] if c == 1 else np.repeat(image[..., :1], 3, axis=2)
+        scale = 65535.0 if image.dtype == np.uint16 else 255.0
+        return (image.astype(np.float32) / np.float32(scale)).reshape(shape)
+
+    return decode
+
+
+# Quality values spanning roughly 0.05 to 2 bits per pixel on photographs.
+_SWEEPS = {
+    "jpeg": (3, 5, 10, 20, 30, 50, 70, 85, 92),
+    "webp": (0, 5, 10, 25, 40, 60, 75, 85, 92),
+    "avif": (5, 15, 25, 35, 50, 60, 70, 80, 88),
+}
+_DEFAULT_QUALITY = {"jpeg": 75, "webp": 75, "avif": 60}
+_LABELS = {"jpeg": "JPEG (Pillow)", "webp": "WebP (Pillow)", "avif": "AVIF (Pillow)"}
+
+
+def _short(params: Mapping[str, Any]) -> str:
+    return f"q={params['quality']}"
+
+
+def _codec(fmt: str) -> Codec:
+    return Codec(
+        name=fmt,
+        label=_LABELS[fmt],
+        description=(
+            f"Baseline: Pillow's {fmt.upper()} encoder.  The result is a plain .{fmt} "
+            "file (8 bits per channel)."
+        ),
+        params=(
+            Param(
+                "quality",
+                int,
+                _DEFAULT_QUALITY[fmt],
+                f"{fmt.upper()} quality (0 = smallest file, 100 = best).",
+                low=0,
+                high=100,
+            ),
+        ),
+        encode=_make_encode(fmt),
+        decode=_make_decode(fmt),
+        sweep=("quality", _SWEEPS[fmt]),
+        native=fmt,
+        short=_short,
+    )
+
+
+def _available(fmt: str) -> bool:
+    from PIL import features
+
+    return fmt != "avif" or bool(features.check("avif"))
+
+
+JPEG = register(_codec("jpeg"))
+WEBP = register(_codec("webp")) if _available("webp") else None
+AVIF = register(_codec("avif")) if _available("avif") else None

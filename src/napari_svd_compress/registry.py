@@ -1,0 +1,247 @@
+"""The codec registry: one table that drives the API, the widget, the CLI and sweeps.
+
+A codec is a pair of pure functions over one image *plane*:
+
+``encode(plane, params, progress) -> Encoded``
+    ``plane`` is a C-contiguous float32 array of shape ``(H, W, C)`` with values in
+    ``[0, 1]`` (the API has already scaled the input dtype's range into it and removed
+    any alpha channel, which it stores losslessly itself).  ``C`` is 1 (grayscale) or
+    3 (RGB), or any count if the codec's ``channels`` is ``None``.  ``params`` holds
+    every parameter of the codec, validated and with defaults filled in.
+    ``progress(fraction)`` may be called with a float in ``[0, 1]``; it raises
+    :class:`~napari_svd_compress.errors.Cancelled` when the user cancels, so codecs
+    must call it from time to time and let the exception pass.
+``decode(meta, payloads, shape) -> ndarray``
+    ``meta`` is the JSON-safe dict the encoder returned, ``payloads`` a mapping of
+    name to bytes, ``shape`` the plane shape ``(H, W, C)``.  Returns float32 of that
+    shape, nominally in ``[0, 1]`` (the API clips).  It must validate ``meta`` and the
+    payload sizes against ``shape`` before allocating, raising
+    :class:`~napari_svd_compress.errors.BundleError` on anything inconsistent.
+
+Registering a codec is the only step needed for it to appear in the widget, on the
+command line and in sweeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ParameterError
+
+__all__ = [
+    "Codec",
+    "Encoded",
+    "Param",
+    "available",
+    "get",
+    "register",
+]
+
+Progress = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a codec, with what a form or a command line needs to show it.
+
+    Parameters
+    ----------
+    name : str
+        Keyword name (a Python identifier).
+    kind : type
+        ``int``, ``float``, ``str`` or ``bool``.
+    default : object
+        Default value; ``None`` means "unset" (used by alternative rules).
+    help : str
+        One sentence for tooltips and ``--help``.
+    low, high : float, optional
+        Inclusive bounds for numbers.
+    choices : tuple, optional
+        Allowed values for strings.
+    group : str, optional
+        Parameters sharing a group are alternatives: at most one may be set
+        (e.g. SVD's rank rules).  The one whose ``default`` is not ``None`` is the
+        group's default rule.
+    path : bool
+        The string is a file path (the widget shows a file picker).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    group: str | None = None
+    path: bool = False
+
+    def check(self, value: Any) -> Any:
+        """Return ``value`` converted to ``kind``; raise ParameterError if it is invalid."""
+        if value is None:
+            return None
+        try:
+            if self.kind is bool:
+                if isinstance(value, str):
+                    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise ValueError(value)
+                    value = value.lower() in ("1", "true", "yes")
+                v = bool(value)
+            elif self.kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                v = int(value)
+            else:
+                v = self.kind(value)
+        except (TypeError, ValueError):
+            raise ParameterError(
+                f"{self.name} must be of type {self.kind.__name__}, got {value!r}"
+            ) from None
+        if self.kind in (int, float):
+            if not np.isfinite(v):
+                raise ParameterError(f"{self.name} must be finite, got {value!r}")
+            if self.low is not None and v < self.low:
+                raise ParameterError(f"{self.name} must be >= {self.low}, got {v}")
+            if self.high is not None and v > self.high:
+                raise ParameterError(f"{self.name} must be <= {self.high}, got {v}")
+        if self.choices is not None and v not in self.choices:
+            raise ParameterError(
+                f"{self.name} must be one of {', '.join(map(str, self.choices))}; got {v!r}"
+            )
+        return v
+
+
+@dataclass
+class Encoded:
+    """What an encoder returns: JSON-safe ``meta`` and named byte ``payloads``."""
+
+    meta: dict[str, Any]
+    payloads: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A registered compression method.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, used on the command line (``--method svd``) and in bundles.
+    label : str
+        Human name for the widget.
+    description : str
+        One paragraph for ``--help`` and tooltips.
+    params : tuple of Param
+        Its parameters, in display order.
+    encode, decode : callable
+        See the module docstring.
+    channels : tuple of int or None
+        Channel counts the codec accepts after alpha removal; ``None`` means any.
+    sweep : tuple of (str, tuple)
+        Parameter to vary in a rate-distortion sweep and its default values
+        (spanning about 0.05 to 2 bits per pixel on photographs).
+    native : str or None
+        When set (``"jpeg"``, ``"webp"``, ``"avif"``), the bundle *is* the codec's own
+        file: the single payload ``"file"`` is written as it is, not wrapped in .svdz.
+    short : callable, optional
+        ``short(params) -> str``: a compact label for layer names, e.g. ``"r=50"``.
+    """
+
+    name: str
+    label: str
+    description: str
+    params: tuple[Param, ...]
+    encode: Callable[[np.ndarray, dict[str, Any], Progress], Encoded]
+    decode: Callable[[Mapping[str, Any], Mapping[str, bytes], tuple[int, ...]], np.ndarray]
+    channels: tuple[int, ...] | None = (1, 3)
+    sweep: tuple[str, tuple[Any, ...]] | None = None
+    native: str | None = None
+    short: Callable[[Mapping[str, Any]], str] | None = None
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ParameterError(f"method {self.name!r} has no parameter {name!r}")
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate user parameters and fill in defaults.
+
+        Unknown names raise; within a group, setting one rule unsets the group's
+        default, and setting two is an error.
+        """
+        names = {p.name for p in self.params}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise ParameterError(
+                f"method {self.name!r} has no parameter(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(names)) or 'none'}"
+            )
+        given = {k: v for k, v in given.items() if v is not None}
+        out: dict[str, Any] = {}
+        groups_set: dict[str, str] = {}
+        for p in self.params:
+            if p.name in given and p.group is not None:
+                if p.group in groups_set:
+                    raise ParameterError(
+                        f"give only one of {groups_set[p.group]!r} and {p.name!r}"
+                    )
+                groups_set[p.group] = p.name
+        for p in self.params:
+            if p.name in given:
+                out[p.name] = p.check(given[p.name])
+            elif p.group is not None and p.group in groups_set:
+                out[p.name] = None
+            else:
+                out[p.name] = p.default
+        return out
+
+    def label_for(self, params: Mapping[str, Any]) -> str:
+        """Short description of a parameter set, for layer names and tables."""
+        if self.short is not None:
+            return self.short(params)
+        shown = [
+            f"{p.name}={params[p.name]}"
+            for p in self.params
+            if params.get(p.name) is not None and params.get(p.name) != p.default
+        ]
+        return " ".join(shown)
+
+
+_REGISTRY: dict[str, Codec] = {}
+
+
+def register(codec: Codec) -> Codec:
+    """Add ``codec`` to the registry (replacing one of the same name) and return it."""
+    _REGISTRY[codec.name] = codec
+    return codec
+
+
+def _load_builtin() -> None:
+    from . import codecs  # noqa: F401  (importing registers the built-in codecs)
+
+
+def get(name: str) -> Codec:
+    """Return the codec registered as ``name``."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ParameterError(
+            f"unknown method {name!r}; available: {', '.join(available())}"
+        ) from None
+
+
+def available() -> list[str]:
+    """Names of all registered codecs, in registration order."""
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+def all_codecs() -> Sequence[Codec]:
+    _load_builtin()
+    return list(_REGISTRY.values())

@@ -1,0 +1,217 @@
+"""Stacks and dask-backed arrays compressed plane by plane as dask tasks.
+
+:func:`compress_stack` writes exactly the bundle :func:`napari_svd_compress.compress`
+writes for the same array (same manifest, same ``p{i}/`` payload prefixes, same
+figures), but each plane is one dask task: a plane is read from the source array
+inside its task, encoded, decoded and measured there, and only its payloads and
+figures come back.  The whole stack is never in memory, neither as input nor as
+output: ``Result.image`` is a lazy dask array over the bundle.
+
+With a :class:`distributed.Client` the planes run on the cluster; without one on
+dask's local threaded scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from . import bundle as _bundle
+from . import metrics, registry
+from ._image import ImageSpec, inspect
+from .api import Result, compress_plane, decompress
+from .errors import ImageError
+
+__all__ = ["compress_stack"]
+
+
+@dataclass
+class _PlaneSummary:
+    """What a plane task sends back: no pixels, only bytes and figures."""
+
+    index: int
+    payloads: dict[str, bytes]
+    meta: dict[str, Any]
+    sq_err: float
+    ssim: float
+    encode_s: float
+    decode_s: float
+
+
+def _plane_task(
+    plane: Any, index: int, spec: ImageSpec, method: str, resolved: dict[str, Any]
+) -> _PlaneSummary:
+    # The codec is looked up on the worker: codec objects hold functions, and the
+    # registry is rebuilt by importing the package there anyway.
+    codec = registry.get(method)
+    original = spec.plane(plane, ())
+    done = compress_plane(original, spec, codec, resolved)
+    return _PlaneSummary(
+        index=index,
+        payloads=done.payloads,
+        meta=done.meta,
+        sq_err=done.sq_err,
+        ssim=done.ssim,
+        encode_s=done.encode_s,
+        decode_s=done.decode_s,
+    )
+
+
+def _is_dask(array: Any) -> bool:
+    return type(array).__module__.startswith("dask.")
+
+
+def plane_tasks(array: Any, spec: ImageSpec, method: str, resolved: dict[str, Any]) -> list[Any]:
+    """One ``dask.delayed`` task per plane of ``array``, in C order over the stack axes.
+
+    A dask array's plane is passed as a dask array, so each task depends only on the
+    chunks of its own plane; a NumPy (or other in-memory) array's plane is sliced
+    here, so each task carries only its plane.
+    """
+    from dask import delayed
+    from dask.base import tokenize
+
+    token = tokenize(method, resolved, spec)
+    lazy = _is_dask(array)
+    tasks = []
+    for i, idx in enumerate(np.ndindex(*spec.stack_shape)):
+        plane = array[idx] if idx else array
+        if not lazy:
+            plane = np.asarray(plane)
+        name = f"compress-plane-{token}-{i}"
+        tasks.append(
+            delayed(_plane_task, pure=True)(plane, i, spec, method, resolved, dask_key_name=name)
+        )
+    return tasks
+
+
+def compress_stack(
+    array: Any,
+    method: str = "svd",
+    *,
+    client: Any = None,
+    rgb: bool | None = None,
+    progress: Callable[[float], None] | None = None,
+    out: str | PathLike[str] | None = None,
+    **params: Any,
+) -> Result:
+    """Compress an n-D stack (or one plane) with one dask task per plane.
+
+    Parameters
+    ----------
+    array : array_like
+        Anything :func:`napari_svd_compress.compress` takes; dask arrays are read one
+        plane per task and never computed whole.
+    method : str
+        A registry name (native single-file codecs such as ``jpeg`` take one plane only).
+    client : distributed.Client, optional
+        Run the plane tasks on this cluster (the workers need the package installed).
+        Without one, dask's local threaded scheduler runs them.
+    rgb : bool, optional
+        Whether the last axis is colour (napari's rule by default).
+    progress : callable, optional
+        Called with the fraction of planes done.
+    out : path, optional
+        Also write the bundle there, atomically.
+    **params
+        The method's parameters.
+
+    Returns
+    -------
+    Result
+        Equal to ``compress(array, method, **params)`` in bundle and figures (the
+        timings are the sums over the tasks); ``image`` is ``decompress(bundle,
+        lazy=True)``, a dask array for stacks.
+    """
+    codec = registry.get(method)
+    resolved = codec.resolve(params)
+    spec = inspect(array, rgb=rgb, codec=codec)
+    n = spec.n_planes
+    if codec.native and n > 1:
+        raise ImageError(f"method {method!r} writes one image file; it cannot hold a stack")
+    tasks = plane_tasks(array, spec, codec.name, resolved)
+    summaries = _run(tasks, client, progress)
+    summaries.sort(key=lambda s: s.index)
+    # Same accumulation order as api.compress, so the figures (and the bundle) match.
+    sq_err = 0.0
+    ssims = []
+    payloads: dict[str, bytes] = {}
+    plane_entries = []
+    for s in summaries:
+        prefix = f"p{s.index}/" if n > 1 else ""
+        for name, data in s.payloads.items():
+            payloads[prefix + name] = data
+        plane_entries.append(s.meta)
+        sq_err += s.sq_err
+        ssims.append(s.ssim)
+    psnr = metrics.psnr_from_mse(sq_err / max(spec.size, 1), spec.data_range)
+    ssim = float(np.mean(ssims))
+    if codec.native:
+        data = summaries[0].payloads["file"]
+        info: dict[str, Any] = dict(plane_entries[0])
+    else:
+        manifest = _bundle.make_manifest(
+            codec=codec.name,
+            params=resolved,
+            spec=spec,
+            planes=plane_entries,
+            figures={"psnr": psnr, "ssim": ssim},
+        )
+        data = _bundle.write_bytes(manifest, payloads)
+        info = {"planes": plane_entries} if n > 1 else dict(plane_entries[0])
+    if out is not None:
+        from .atomic import atomic_write
+
+        atomic_write(out, data)
+    return Result(
+        image=decompress(data, lazy=True),
+        bundle=data,
+        method=codec.name,
+        params=resolved,
+        psnr=psnr,
+        ssim=ssim,
+        encode_s=sum(s.encode_s for s in summaries),
+        decode_s=sum(s.decode_s for s in summaries),
+        pixels=spec.pixels,
+        raw_nbytes=spec.raw_nbytes,
+        info=info,
+    )
+
+
+def _run(
+    tasks: list[Any], client: Any, progress: Callable[[float], None] | None
+) -> list[_PlaneSummary]:
+    n = len(tasks)
+    report = progress or (lambda f: None)
+    report(0.0)
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        out = []
+        try:
+            for future in as_completed(futures):
+                out.append(future.result())
+                report(len(out) / n)
+        finally:
+            # A failed plane (or a Cancelled from progress) must not leave tasks running.
+            client.cancel([f for f in futures if not f.done()])
+        return out
+    import dask
+    from dask.callbacks import Callback
+
+    keys = {t.key for t in tasks}
+    done = [0]
+
+    class _Count(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+            if key in keys:
+                done[0] += 1
+                report(done[0] / n)
+
+    with _Count():
+        return list(dask.compute(*tasks, scheduler="threads"))

@@ -1,0 +1,53 @@
+"""Shared fixtures of the napari plugin tests (readers, writers, widget, sample data)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# Qt picks the offscreen-free xcb platform under xvfb-run; keep napari from asking questions.
+os.environ.setdefault("NAPARI_ASYNC", "0")
+
+
+def synthetic_rgb(height: int = 96, width: int = 128) -> np.ndarray:
+    """A smooth colourful uint8 test image with some edges (compresses like a photo)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 0.5 + 0.5 * np.sin(x / 9.0)
+    g = 0.5 + 0.5 * np.cos(y / 7.0)
+    b = ((x // 16 + y // 16) % 2) * 0.6 + 0.2
+    return np.clip(np.stack([r, g, b], axis=-1) * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def rgb_image() -> np.ndarray:
+    return synthetic_rgb()
+
+
+@pytest.fixture
+def dng_path(tmp_path, rgb_image):
+    """A small Bayer DNG written by the library (no download, no camera)."""
+    from napari_svd_compress import raw
+
+    return raw.write_dng(tmp_path / "synthetic.dng", rgb_image)
+
+
+@pytest.fixture
+def notifications():
+    """Notifications dispatched during the test (napari's notification manager records)."""
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+
+    class Recorded:
+        def all(self):
+            return notification_manager.records[start:]
+
+        def errors(self):
+            return [n for n in self.all() if str(n.severity).lower().endswith("error")]
+
+        def messages(self):
+            return [str(n.message) for n in self.all()]
+
+    return Recorded()
