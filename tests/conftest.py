@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-
-# Qt picks the offscreen-free xcb platform under xvfb-run; keep napari from asking questions.
-os.environ.setdefault("NAPARI_ASYNC", "0")
 
 
 def synthetic_rgb(height: int = 96, width: int = 128) -> np.ndarray:
@@ -16,8 +11,9 @@ def synthetic_rgb(height: int = 96, width: int = 128) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     r = 0.5 + 0.5 * np.sin(x / 9.0)
     g = 0.5 + 0.5 * np.cos(y / 7.0)
-    b = ((x // 16 + y // 16) % 2) * 0.6 + 0.2
-    return np.clip(np.stack([r, g, b], axis=-1) * 255, 0, 255).astype(np.uint8)
+    b = ((x // 16 + y // 16) % 2) * 0.6 + 0.2 + 0.2 * np.sin((x + y) / 5.0)
+    noise = np.random.default_rng(1).normal(0, 0.03, (height, width, 3))
+    return np.clip((np.stack([r, g, b], axis=-1) + noise) * 255, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture

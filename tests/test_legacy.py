@@ -181,7 +181,7 @@ def test_broken_inputs(tmp_path, gray_entries):
         load_legacy(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(LegacyError):
         load_legacy(os.urandom(500))
-    with pytest.raises(LegacyError, match="missing.pkl"):
+    with pytest.raises(LegacyError, match=r"missing\.pkl"):
         load_legacy(tmp_path / "missing.pkl")
     with pytest.raises(LegacyError):
         load_legacy(tmp_path)  # a folder
@@ -210,3 +210,22 @@ def test_sniff_legacy(tmp_path, gray_entries):
     odd.write_bytes(b"\x80\x09")
     for path in (png, text, empty, odd, tmp_path / "missing.pkl", tmp_path):
         assert not sniff_legacy(path), path
+
+
+def test_mutated_pickles_only_raise_legacy_error():
+    rng = np.random.default_rng(7)
+    entries = [[np.ones((30, 3)), np.ones(3), np.ones((3, 25))]] * 3
+    blobs = [pickle.dumps(entries, protocol=p) for p in (0, 2, 4, 5)]
+    for i in range(400):
+        blob = bytearray(blobs[i % len(blobs)])
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(len(blob)))
+            if rng.random() < 0.7:
+                blob[pos] = int(rng.integers(256))
+            else:
+                del blob[pos : pos + int(rng.integers(1, 8))]
+        try:
+            image = load_legacy(bytes(blob))
+        except LegacyError:
+            continue
+        assert image.dtype == np.uint8

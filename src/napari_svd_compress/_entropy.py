@@ -30,6 +30,9 @@ _NAMES = {_RAW: "raw", _ZLIB: "zlib", _LZMA: "lzma", _LAPLACE: "laplace"}
 # The ANS coder's model needs a bounded symbol range.
 _MAX_SPAN = 1 << 22
 _MIN_SCALE = 0.05
+_GENERAL_MAX_BYTES = 1 << 18
+# Model parameters travel as float16; keep them inside its finite range.
+_F16_MAX = 60000.0
 
 
 def encode_ints(arr: np.ndarray, methods: tuple[str, ...] | None = None) -> bytes:
@@ -53,9 +56,12 @@ def encode_ints(arr: np.ndarray, methods: tuple[str, ...] | None = None) -> byte
     candidates: list[tuple[int, bytes]] = []
     if "raw" in allowed:
         candidates.append((_RAW, raw))
-    if "zlib" in allowed:
+    # The general-purpose coders win on masks and repetitive maps; on large coefficient
+    # arrays they lose to the Laplace model and only cost time, so they are skipped there.
+    general = methods is not None or arr.dtype.itemsize == 1 or len(raw) <= _GENERAL_MAX_BYTES
+    if "zlib" in allowed and general:
         candidates.append((_ZLIB, zlib.compress(raw, 9)))
-    if "lzma" in allowed:
+    if "lzma" in allowed and general:
         candidates.append((_LZMA, lzma.compress(raw, preset=6)))
     if "laplace" in allowed and arr.size:
         body = _laplace_encode(arr)
@@ -108,11 +114,12 @@ def decode_ints(
         body = bytes(data[end:])
         if method == _RAW:
             raw = body
-        elif method == _ZLIB:
-            d = zlib.decompressobj()
+        elif method in (_ZLIB, _LZMA):
+            d = zlib.decompressobj() if method == _ZLIB else lzma.LZMADecompressor()
+            # Bounded output: a stream cannot inflate beyond the declared shape.
             raw = d.decompress(body, nbytes + 1)
-        elif method == _LZMA:
-            raw = lzma.LZMADecompressor().decompress(body, max_length=nbytes + 1)
+            if not d.eof:
+                raise BundleContentError("an integer payload is truncated")
         else:
             return _laplace_decode(body, got_shape, got_dtype)
         if len(raw) != nbytes:
@@ -142,8 +149,8 @@ def _row_models(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cost_p = np.mean(np.abs(plain - loc_p[:, None]), axis=1)
     cost_d = np.mean(np.abs(diff[:, 1:] - loc_d[:, None]), axis=1) if rows.shape[1] > 1 else cost_p
     use_diff = cost_d < 0.9 * cost_p
-    loc = np.where(use_diff, loc_d, loc_p)
-    scale = np.maximum(np.where(use_diff, cost_d, cost_p), _MIN_SCALE)
+    loc = np.clip(np.where(use_diff, loc_d, loc_p), -_F16_MAX, _F16_MAX)
+    scale = np.clip(np.where(use_diff, cost_d, cost_p), _MIN_SCALE, _F16_MAX)
     return use_diff, loc.astype(np.float16), scale.astype(np.float16)
 
 
@@ -220,6 +227,11 @@ def _laplace_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.
     try:
         coder = constriction.stream.stack.AnsCoder(words.astype(np.uint32))
         symbols = coder.decode(model, loc, scale).astype(np.int64)
+        # A complete stream is used up exactly; anything else was cut or altered.
+        if not coder.is_empty():
+            raise BundleContentError("an entropy-coded payload is truncated or corrupt")
+    except BundleContentError:
+        raise
     except BaseException as exc:  # constriction raises assorted types on bad streams
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise

@@ -141,13 +141,15 @@ def read_bundle_layers(path: PathOrPaths) -> list[LayerData]:
         return NO_LAYERS
     manifest = opened.manifest
     spec = opened.spec
+    figures = {"method": manifest["codec"], "params": manifest.get("params", {})}
+    # JSON has no infinity: the manifest spells a lossless PSNR "inf".
+    figures |= {k: float(v) if v in ("inf", "-inf") else v for k, v in opened.figures.items()}
     kwargs: dict[str, Any] = {
         "name": _layer_name(one),
         "rgb": spec.rgb,
         "metadata": {
             "manifest": manifest,
-            "figures": {"method": manifest["codec"], "params": manifest.get("params", {})}
-            | opened.figures,
+            "figures": figures,
             "svd_compress": {"bundle": data, "source": one},
         },
     }

@@ -13,6 +13,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import re
 from typing import Any, BinaryIO
 
@@ -24,6 +25,9 @@ __all__ = ["load_legacy", "sniff_legacy"]
 
 _MAX_SIDE = 1 << 17  # rows or columns per channel
 _MAX_PIXELS = 1 << 28  # H * W per channel (1 GiB of float32)
+# Real factors are far smaller (|U|, |Vt| <= 1, S <= 255 * sqrt(H * W)); the bound keeps the
+# float32 reconstruction free of overflow.
+_MAX_ABS = 1e9
 _CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 _DTYPE_STR = re.compile(r"[<>|=]?[biufc]\d{1,2}")  # how numpy pickles plain dtypes: 'f8', 'u1'
 
@@ -46,9 +50,6 @@ class _Global:
 
     def __setstate__(self, state: Any) -> None:
         raise _Refused(f"the pickle tries to modify {self._name}")
-
-    def __reduce__(self) -> Any:
-        raise TypeError("not picklable")
 
 
 class _Dtype:
@@ -122,7 +123,8 @@ def _build_array(data: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bo
     count = math.prod(shape)
     if len(buf) != count * dtype.itemsize:
         raise _Refused(
-            f"array data has {len(buf)} bytes, shape {shape} of {dtype} needs {count * dtype.itemsize}"
+            f"array data has {len(buf)} bytes; shape {shape} of {dtype} needs "
+            f"{count * dtype.itemsize}"
         )
     flat = np.frombuffer(buf, dtype=dtype, count=count)
     return flat.reshape(shape, order="F" if fortran else "C").copy()
@@ -250,6 +252,8 @@ def _plain_array(value: Any, where: str, ndim: int) -> np.ndarray:
         raise LegacyError(f"{where} has dtype {arr.dtype}, expected real numbers")
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise LegacyError(f"{where} contains NaN or infinite values")
+    if arr.size and np.abs(arr).max() > _MAX_ABS:
+        raise LegacyError(f"{where} has values beyond +-{_MAX_ABS:g}, not an SVD of an image")
     return arr
 
 
@@ -320,6 +324,14 @@ def load_legacy(
         raise LegacyError(f"max_bytes must be a positive integer, got {max_bytes!r}")
     data, name = _read_input(path_or_bytes, max_bytes)
     try:
+        # A dry pass over the opcodes catches lengths that point past the end of the data:
+        # CPython's unpickler allocates such a length before noticing the data is short.
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as exc:  # pickletools raises ValueError and others
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise LegacyError(f"{name} is not a valid legacy pickle ({detail})") from None
+    try:
         # latin1 is what numpy needs for array data in Python 2 pickles.
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except _Refused as exc:
@@ -328,7 +340,7 @@ def load_legacy(
         raise LegacyError(f"{name}: not enough memory to read the pickle") from None
     except RecursionError:
         raise LegacyError(f"{name}: the pickle is nested too deeply") from None
-    except Exception as exc:  # noqa: BLE001 - malformed pickles fail in many ways
+    except Exception as exc:  # malformed pickles fail in many ways
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise LegacyError(
             f"{name} is not a valid legacy pickle ({type(exc).__name__}: {detail})"

@@ -11,6 +11,7 @@ import datetime as _dt
 import math
 import os
 import secrets
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -256,26 +257,45 @@ def _camera_metadata(raw: Any) -> dict[str, Any]:
         # rawpy properties can raise for formats lacking the data; such entries are omitted.
         try:
             meta[attr] = _jsonable(getattr(raw, attr))
-        except Exception:  # noqa: BLE001, S110
+        except Exception:
             pass
     return meta
 
 
 def _tiff_make_model(path: str) -> dict[str, str]:
-    """Read Make/Model from TIFF-based RAW files (rawpy does not expose them)."""
-    try:
-        import tifffile
+    """Read Make, Model and UniqueCameraModel from IFD0 of a TIFF-based RAW file.
 
-        with tifffile.TiffFile(path) as tif:
-            tags = tif.pages[0].tags
-            found = {}
-            for code, key in ((271, "make"), (272, "model"), (50708, "unique_camera_model")):
-                tag = tags.get(code)
-                if tag is not None and isinstance(tag.value, str) and tag.value.strip():
-                    found[key] = tag.value.strip("\x00 ")
-            return found
-    except Exception:  # noqa: BLE001 - optional extra, any failure means "unknown"
-        return {}
+    rawpy does not expose the camera make and model.  A few bounded reads of the first IFD
+    find them in DNG, NEF, CR2, ARW, PEF, ... without a TIFF library (which would log warnings
+    about the maker-specific tags of real RAW files).  Any failure gives what was found so far.
+    """
+    wanted = {271: "make", 272: "model", 50708: "unique_camera_model"}
+    found: dict[str, str] = {}
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
+            if order is None or len(head) < 8:
+                return found
+            (ifd,) = struct.unpack(order + "I", head[4:])
+            fh.seek(ifd)
+            (count,) = struct.unpack(order + "H", fh.read(2))
+            entries = fh.read(12 * min(count, 512))
+            for i in range(len(entries) // 12):
+                tag, kind, length, value = struct.unpack(
+                    order + "HHI4s", entries[12 * i : 12 * i + 12]
+                )
+                if tag not in wanted or kind != 2 or not 0 < length <= 256:  # 2: ASCII
+                    continue
+                if length > 4:
+                    fh.seek(struct.unpack(order + "I", value)[0])
+                    value = fh.read(length)
+                text = value[:length].split(b"\x00")[0].decode("utf-8", "replace").strip()
+                if text.isprintable() and text:
+                    found[wanted[tag]] = text
+    except (OSError, ValueError, struct.error):
+        pass
+    return found
 
 
 def _error_text(exc: BaseException) -> str:
@@ -372,11 +392,15 @@ def read_raw(
         ) from None
     except MemoryError:
         raise RawError(f"cannot read RAW file {name!r}: not enough memory to decode it") from None
-    except Exception as exc:  # noqa: BLE001 - LibRaw fails in many ways; all mean "bad file"
-        raise RawError(f"cannot read RAW file {name!r}: {_error_text(exc)}") from None
+    except Exception as exc:  # LibRaw fails in many ways; all mean "bad file"
+        raise RawError(
+            f"cannot read RAW file {name!r}: damaged or unsupported ({_error_text(exc)})"
+        ) from None
 
     image = np.asarray(image)
     want = np.uint8 if settings["output_bits"] == 8 else np.uint16
+    if image.ndim == 3 and image.shape[2] == 1:  # monochrome sensors
+        image = np.repeat(image, 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         raise RawError(f"cannot read RAW file {name!r}: LibRaw returned shape {image.shape}")
     image = np.ascontiguousarray(image, dtype=want)
@@ -398,7 +422,7 @@ def _to_unit_rgb(rgb: Any) -> np.ndarray:
     """Validate an image and return it as float64 (H, W, 3) in [0, 1]."""
     try:
         arr = np.asarray(rgb)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ImageError(f"cannot use {type(rgb).__name__} as an image: {exc}") from None
     if arr.dtype == np.uint8:
         unit = arr.astype(np.float64) / 255.0

@@ -1,0 +1,118 @@
+"""PCA codec: rows and blocks modes, rank rules, and bundle validation."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from skimage import data, transform
+
+import napari_svd_compress as nsc
+from napari_svd_compress.errors import BundleError, ParameterError
+
+
+@pytest.fixture(scope="module")
+def rgb8() -> np.ndarray:
+    # 100 x 130: not a multiple of the block size, so edge padding is exercised.
+    small = transform.resize(data.astronaut(), (100, 130), anti_aliasing=True)
+    return np.round(small * 255).astype(np.uint8)
+
+
+def _images(rgb8):
+    return {
+        "rgb8": rgb8,
+        "gray8": rgb8[..., 0],
+        "rgb16": rgb8.astype(np.uint16) * 257,
+        "gray16": rgb8[..., 2].astype(np.uint16) * 257,
+    }
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "gray8", "rgb16", "gray16"])
+@pytest.mark.parametrize("mode", ["blocks", "rows"])
+def test_round_trip(rgb8, kind, mode):
+    image = _images(rgb8)[kind]
+    r = nsc.compress(image, "pca", mode=mode, step=8)
+    back = nsc.decompress(r.bundle)
+    assert back.shape == image.shape and back.dtype == image.dtype
+    np.testing.assert_array_equal(back, r.image)
+    assert 25 < r.psnr < 60
+
+
+def test_all_components_near_lossless(rgb8):
+    r = nsc.compress(rgb8, "pca", components=8 * 8 * 3, step=0.2)
+    assert r.psnr > 50
+    assert r.info["components"] <= 192
+
+
+def test_step_trades_rate_for_quality(rgb8):
+    coarse = nsc.compress(rgb8, "pca", step=40)
+    fine = nsc.compress(rgb8, "pca", step=5)
+    assert coarse.nbytes < fine.nbytes
+    assert coarse.psnr + 5 < fine.psnr
+
+
+def test_component_rules(rgb8):
+    few = nsc.compress(rgb8, "pca", components=4, step=2)
+    assert few.info["components"] <= 4
+    var = nsc.compress(rgb8, "pca", variance=0.9, step=2)
+    assert 1 <= var.info["components"] < 192
+    rows = nsc.compress(rgb8[..., 0], "pca", mode="rows", components=5, step=1)
+    assert rows.info["channels"][0]["components"] <= 5
+    with pytest.raises(ParameterError):
+        nsc.compress(rgb8, "pca", components=4, variance=0.5)
+
+
+def test_block_size_and_colour_space(rgb8):
+    for kw in ({"block": 4}, {"block": 16}, {"color": "ycbcr"}):
+        r = nsc.compress(rgb8, "pca", step=6, **kw)
+        np.testing.assert_array_equal(nsc.decompress(r.bundle), r.image)
+        assert r.psnr > 30
+
+
+def _rewrite(bundle: bytes, edit) -> bytes:
+    zin = zipfile.ZipFile(io.BytesIO(bundle))
+    members = {n: zin.read(n) for n in zin.namelist()}
+    edit(members)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return out.getvalue()
+
+
+def _payload_name(members, stem):
+    return next(n for n in members if n.rsplit("/", 1)[-1].startswith(stem) and n != "manifest.json")
+
+
+@pytest.mark.parametrize("mode", ["blocks", "rows"])
+def test_corrupt_payloads_raise(rgb8, mode):
+    r = nsc.compress(rgb8, "pca", mode=mode, step=8)
+
+    def truncate(members):
+        name = _payload_name(members, "coef")
+        members[name] = members[name][: len(members[name]) // 2]
+
+    def flip(members):
+        name = _payload_name(members, "basis")
+        data = bytearray(members[name])
+        data[3] ^= 0xFF  # the dtype code of the integer stream
+        members[name] = bytes(data)
+
+    def drop(members):
+        del members[_payload_name(members, "mean")]
+
+    def meta(members):
+        man = json.loads(members["manifest.json"])
+        plane = man["planes"][0]
+        if mode == "blocks":
+            plane["components"] = plane["components"] + 3
+        else:
+            plane["channels"] = plane["channels"][:1]
+        members["manifest.json"] = json.dumps(man).encode()
+
+    for edit in (truncate, flip, drop, meta):
+        with pytest.raises(BundleError):
+            nsc.decompress(_rewrite(r.bundle, edit))
