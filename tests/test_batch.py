@@ -255,3 +255,13 @@ def test_stack_on_the_cluster(client):
     assert got.bundle == expect.bundle
     assert got.psnr == expect.psnr and got.ssim == expect.ssim
     np.testing.assert_array_equal(np.asarray(got.image), expect.image)
+
+
+def test_output_dir_must_not_be_an_input_folder(tmp_path):
+    _make_inputs(tmp_path / "in", n_png=1)
+    with pytest.raises(ValueError, match="must not be an input folder"):
+        batch(tmp_path / "in", tmp_path / "in", "svd", rank=3)
+    with pytest.raises(FileNotFoundError):
+        batch([tmp_path / "in" / "nope.png"], tmp_path / "out", "svd", rank=3)
+    with pytest.raises(ValueError, match="no parameter"):
+        batch(tmp_path / "in", tmp_path / "out", "svd", colors=3)

@@ -95,14 +95,20 @@ def set_(key, value):
         (lambda g: rezip(g, set_("planes", [])), BundleContentError),
         (lambda g: rezip(g, set_("payloads", {"svd": 3})), BundleContentError),
         (lambda g: rezip(g, set_("payloads", {"nothere": 3})), BundleContentError),
-        (lambda g: rezip(g, lambda m: m["planes"][0]["channels"][0].update(rank=10**9)),
-         BundleContentError),
-        (lambda g: rezip(g, lambda m: m["planes"][0]["channels"][0].update(step=-1)),
-         BundleContentError),
+        (
+            lambda g: rezip(g, lambda m: m["planes"][0]["channels"][0].update(rank=10**9)),
+            BundleContentError,
+        ),
+        (
+            lambda g: rezip(g, lambda m: m["planes"][0]["channels"][0].update(step=-1)),
+            BundleContentError,
+        ),
         (lambda g: rezip(g, lambda m: m["planes"][0].update(space="cmyk")), BundleContentError),
         (lambda g: rezip(g, payload_edit=lambda n, p: p[: len(p) // 2]), BundleContentError),
-        (lambda g: rezip(g, payload_edit=lambda n, p: p[:8] + bytes(len(p) - 8)),
-         BundleContentError),
+        (
+            lambda g: rezip(g, payload_edit=lambda n, p: p[:8] + bytes(len(p) - 8)),
+            BundleContentError,
+        ),
     ],
 )
 def test_malformed_bundles_raise_bundle_error(good, make, error):

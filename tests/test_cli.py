@@ -46,7 +46,9 @@ def test_compress_decompress_round_trip_with_seed_flags(photo, tmp_path):
 
 
 def test_seed_style_invocation_without_subcommand(photo, tmp_path):
-    code = main(["--file", str(photo), "--percent", "0.5", "--save_encoded", str(tmp_path / "a.svdz")])
+    code = main(
+        ["--file", str(photo), "--percent", "0.5", "--save_encoded", str(tmp_path / "a.svdz")]
+    )
     assert code == 0
     assert nsc.decompress(tmp_path / "a.svdz").shape == (256, 256, 3)
 
@@ -60,8 +62,15 @@ def test_save_encoded_default_name_goes_to_cwd(photo, tmp_path):
 def test_jpg_and_json_figures(photo, tmp_path):
     jpg = tmp_path / "x.jpg"
     done = run(
-        "compress", str(photo), "--rank", "20", "-o", str(tmp_path / "x.svdz"),
-        "--jpg", str(jpg), "--json",
+        "compress",
+        str(photo),
+        "--rank",
+        "20",
+        "-o",
+        str(tmp_path / "x.svdz"),
+        "--jpg",
+        str(jpg),
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
@@ -126,6 +135,16 @@ def test_refuses_to_overwrite_its_input(photo, tmp_path):
 def test_help_documents_the_codec_parameters():
     done = run("compress", "--help")
     assert done.returncode == 0
-    for flag in ("--rank", "--percent", "--energy", "--target-psnr", "--target-bpp", "--color",
-                 "--file", "--save_encoded", "--show_compressed", "--jpg"):
+    for flag in (
+        "--rank",
+        "--percent",
+        "--energy",
+        "--target-psnr",
+        "--target-bpp",
+        "--color",
+        "--file",
+        "--save_encoded",
+        "--show_compressed",
+        "--jpg",
+    ):
         assert flag in done.stdout

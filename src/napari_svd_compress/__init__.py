@@ -18,8 +18,8 @@ try:
 except Exception:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-from .api import Result, compress, decompress  # noqa: E402
-from .errors import (  # noqa: E402
+from .api import Result, compress, decompress
+from .errors import (
     BundleError,
     Cancelled,
     ImageError,
@@ -27,8 +27,8 @@ from .errors import (  # noqa: E402
     RawError,
     SVDCompressError,
 )
-from .registry import available as available_methods  # noqa: E402
-from .registry import get as get_method  # noqa: E402
+from .registry import available as available_methods
+from .registry import get as get_method
 
 __all__ = [
     "BundleError",

@@ -4,7 +4,12 @@ and the singular-value spectrum from the eigenvalues of the smaller Gram matrix.
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg as sla
+
+# numpy.linalg, not scipy.linalg: numpy's LAPACK gufuncs release the GIL and scipy's
+# wrappers do not, so a compression running in a worker thread (the napari widget) would
+# freeze the event loop for the whole LAPACK call (over a second for the 30 x 6000 SVD of
+# a 24-megapixel plane when BLAS threads compete for the cores).  numpy's QR is the
+# exception: it holds the GIL too, hence the SVD in _orth.
 
 # Below this many columns in the smaller dimension a direct LAPACK SVD is cheap.
 EXACT_MAX_DIM = 1024
@@ -21,7 +26,7 @@ def spectrum(x: np.ndarray) -> np.ndarray:
     """
     x64 = x.astype(np.float64, copy=False)
     gram = x64 @ x64.T if x.shape[0] <= x.shape[1] else x64.T @ x64
-    evals = sla.eigvalsh(gram, overwrite_a=True, check_finite=False)
+    evals = np.linalg.eigvalsh(gram)
     return np.sqrt(np.clip(evals[::-1], 0.0, None))
 
 
@@ -64,7 +69,7 @@ def truncated_svd(
         else:
             method = "randomized"
     if method == "exact":
-        u, s, vt = sla.svd(x, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+        u, s, vt = np.linalg.svd(x, full_matrices=False)  # LAPACK gesdd
         return u[:, :k], s[:k], vt[:k]
     if method != "randomized":
         raise ValueError(f"unknown SVD method {method!r}")
@@ -86,10 +91,12 @@ def _randomized(
         q = _orth(x.T @ q)
         q = _orth(x @ q)
     b = q.T @ x
-    ub, s, vt = sla.svd(b, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+    ub, s, vt = np.linalg.svd(b, full_matrices=False)  # LAPACK gesdd
     return (q @ ub[:, :k]), s[:k], vt[:k]
 
 
 def _orth(a: np.ndarray) -> np.ndarray:
-    q, _ = sla.qr(a, mode="economic", overwrite_a=True, check_finite=False)
+    # An orthonormal basis of the columns from the SVD rather than QR: numpy's QR gufunc
+    # holds the GIL (see the note at the top), its SVD does not.
+    q, _, _ = np.linalg.svd(a, full_matrices=False)
     return q

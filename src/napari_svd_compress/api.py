@@ -111,8 +111,7 @@ class Result:
 
 
 def _planes(spec: ImageSpec) -> Iterator[tuple[int, tuple[int, ...]]]:
-    for i, idx in enumerate(np.ndindex(*spec.stack_shape)):
-        yield i, idx
+    yield from enumerate(np.ndindex(*spec.stack_shape))
 
 
 def _scaled_progress(progress: ProgressFn | None, start: float, width: float) -> ProgressFn:
@@ -316,7 +315,7 @@ def _assemble(planes: list[np.ndarray], spec: ImageSpec) -> np.ndarray:
     if len(planes) == 1 and not spec.stack_shape:
         return planes[0]
     out = np.empty(spec.shape, dtype=spec.dtype)
-    for (i, idx), plane in zip(_planes(spec), planes, strict=True):
+    for (_, idx), plane in zip(_planes(spec), planes, strict=True):
         out[idx] = plane
     return out
 

@@ -25,6 +25,7 @@ import glob
 import hashlib
 import io
 import json
+import math
 import os
 import socket
 import threading
@@ -38,6 +39,7 @@ from typing import Any
 
 from . import registry
 from .atomic import atomic_write
+from .errors import ParameterError
 
 __all__ = ["IMAGE_EXTENSIONS", "BatchReport", "batch", "expand_inputs"]
 
@@ -143,7 +145,7 @@ class BatchReport:
 def _extensions() -> tuple[str, ...]:
     from .raw import RAW_EXTENSIONS
 
-    return tuple(dict.fromkeys((*IMAGE_EXTENSIONS, ".svdz", *RAW_EXTENSIONS)))
+    return tuple(dict.fromkeys((*IMAGE_EXTENSIONS, *RAW_EXTENSIONS)))
 
 
 def expand_inputs(inputs: PathLikeStr | Iterable[PathLikeStr]) -> list[Path]:
@@ -315,7 +317,8 @@ def _done(rec: dict[str, Any] | None, key: str, outputs: list[str], retry_failed
     if rec.get("status") == "ok":
         have = set(rec.get("outputs") or [])
         return all(o in have and Path(o).exists() for o in outputs)
-    return not retry_failed
+    # A worker that died is worth another try; a file that failed to decode is not.
+    return not retry_failed and not rec.get("transient")
 
 
 def _start_progress_bar(futures: list[Any]) -> threading.Thread:
@@ -390,7 +393,10 @@ def batch(
     resolved = codec.resolve(params)
     out_dir = Path(output_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [f for f in expand_inputs(inputs) if f.parent != out_dir or not _is_ours(f)]
+    items = [inputs] if isinstance(inputs, str | PathLike) else list(inputs)
+    if any(Path(i).is_dir() and Path(i).absolute() == out_dir for i in items):
+        raise ParameterError("OUTPUT_DIR must not be an input folder")
+    files = [f for f in expand_inputs(items) if f.parent != out_dir or not _is_ours(f)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise FileNotFoundError(f"input not found: {', '.join(missing)}")
@@ -484,6 +490,7 @@ def _run_jobs(
     by_key = {fut.key: job for fut, job in zip(futures, jobs)}
     bar = _start_progress_bar(futures) if progress is True else None
     total = len(futures)
+    last_write, write_cost = -math.inf, 0.0
     try:
         for n_done, future in enumerate(as_completed(futures), start=1):
             job = by_key[future.key]
@@ -500,10 +507,16 @@ def _run_jobs(
                     "status": "error",
                     "error": f"{type(exc).__name__}: {exc}",
                     "outputs": [],
+                    "transient": True,
                 }
             results[job["input"]] = record
             manifest[job["input"]] = record
-            _write_manifest(out_dir, manifest)
+            # Rewritten after every file, except that with a huge manifest (thousands
+            # of records) rewrites are spaced so that they cost at most ~10% of the time.
+            now = time.perf_counter()
+            if n_done == total or now - last_write >= min(5.0, 10 * write_cost):
+                _write_manifest(out_dir, manifest)
+                last_write, write_cost = time.perf_counter(), time.perf_counter() - now
             if callable(progress):
                 progress(n_done, total, record)
     finally:

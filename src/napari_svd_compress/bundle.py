@@ -234,7 +234,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> byte
         with zf.open(info) as fh:
             data = fh.read(limit + 1)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
-        raise BundleFormatError(f"member {info.filename!r} is corrupt or truncated ({exc})") from None
+        raise BundleFormatError(
+            f"member {info.filename!r} is corrupt or truncated ({exc})"
+        ) from None
     if len(data) != info.file_size:
         raise BundleFormatError(f"member {info.filename!r} is truncated")
     return data
@@ -275,7 +277,9 @@ def spec_from_manifest(manifest: dict[str, Any]) -> ImageSpec:
         or not 2 <= len(shape) <= MAX_NDIM
         or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
     ):
-        raise BundleContentError(f"manifest 'shape' is not a list of 2 to 8 positive ints: {shape!r}")
+        raise BundleContentError(
+            f"manifest 'shape' is not a list of 2 to 8 positive ints: {shape!r}"
+        )
     dtype = manifest.get("dtype")
     if dtype not in SUPPORTED_DTYPES or dtype in ("bool", "float16"):
         raise BundleContentError(f"manifest 'dtype' {dtype!r} is not supported")
@@ -306,9 +310,7 @@ def spec_from_manifest(manifest: dict[str, Any]) -> ImageSpec:
     )
     planes = manifest.get("planes")
     if not isinstance(planes, list) or len(planes) != spec.n_planes:
-        raise BundleContentError(
-            f"manifest 'planes' must list {spec.n_planes} plane entries"
-        )
+        raise BundleContentError(f"manifest 'planes' must list {spec.n_planes} plane entries")
     if not all(isinstance(p, dict) for p in planes):
         raise BundleContentError("manifest 'planes' entries must be objects")
     return spec

@@ -46,8 +46,8 @@ def read_image(path: str | PathLike[str], **raw_options: Any) -> tuple[np.ndarra
         raise ImageError(f"{p}: is a directory")
     suffix = p.suffix.lower()
     if suffix == ".svdz":
-        from .bundle import open_bundle
         from .api import decompress
+        from .bundle import open_bundle
 
         opened = open_bundle(p)
         return decompress(p), {"manifest": opened.manifest, "figures": opened.figures}
@@ -80,7 +80,9 @@ def _read_pillow(data: bytes) -> np.ndarray:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageError(f"{im.width}x{im.height} pixels is beyond the limit")
             if im.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+                im = im.convert(
+                    "RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB"
+                )
             return np.asarray(im).copy()
 
 

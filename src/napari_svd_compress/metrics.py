@@ -74,9 +74,7 @@ def ssim(reference: np.ndarray, test: np.ndarray, spec: Any = None) -> float:
     h = reference.shape[0]
     if h <= 2 * _BAND_ROWS:
         return float(
-            structural_similarity(
-                reference, test, data_range=rng, channel_axis=channel_axis
-            )
+            structural_similarity(reference, test, data_range=rng, channel_axis=channel_axis)
         )
     total = 0.0
     count = 0

@@ -187,9 +187,7 @@ class Codec:
         for p in self.params:
             if p.name in given and p.group is not None:
                 if p.group in groups_set:
-                    raise ParameterError(
-                        f"give only one of {groups_set[p.group]!r} and {p.name!r}"
-                    )
+                    raise ParameterError(f"give only one of {groups_set[p.group]!r} and {p.name!r}")
                 groups_set[p.group] = p.name
         for p in self.params:
             if p.name in given:

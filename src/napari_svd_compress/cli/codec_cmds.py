@@ -203,12 +203,12 @@ def _show(original: np.ndarray, result: Result) -> None:
         return
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    _, axes = plt.subplots(1, 2, figsize=(10, 5))
     for ax, img, title in (
         (axes[0], original, "original"),
         (axes[1], result.image, f"{result.label} ({result.bpp:.2f} bpp, {result.psnr:.1f} dB)"),
     ):
-        ax.imshow(img if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
+        ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
         ax.set_title(title)
         ax.axis("off")
     plt.show()
@@ -286,8 +286,10 @@ def run_info(args: argparse.Namespace) -> int:
     for key in ("bytes", "bpp", "ratio", "psnr", "ssim"):
         if key in figures:
             value = figures[key]
-            text = f"{value:,}" if key == "bytes" else (
-                f"{value:.4f}" if isinstance(value, float) else str(value)
+            text = (
+                f"{value:,}"
+                if key == "bytes"
+                else (f"{value:.4f}" if isinstance(value, float) else str(value))
             )
             print(f"  {key:<9} {text}")
     payloads = manifest.get("payloads", {})
