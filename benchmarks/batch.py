@@ -76,7 +76,7 @@ def main() -> None:
             s = time.perf_counter() - t0
             rows.append(("serial compress() loop", "-", 0.0, s, len(files) / s))
             print(rows[-1], flush=True)
-        for n in (int(w) for w in args.workers.split(",")):
+        for n in (int(w) for w in args.workers.split(",") if w):
             t0 = time.perf_counter()
             cluster = LocalCluster(
                 n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None

@@ -71,6 +71,12 @@ def measure(path: str, rank: int, mode: str) -> dict:
         r = compress_large(path, rank=rank, out=path + ".svdz")
         fig = {"psnr": r.psnr, "bytes": r.nbytes, "bpp": r.bpp, "encode_s": r.encode_s}
         fig["measure_s"] = r.measure_s
+    elif mode == "decode":
+        from napari_svd_compress.large import decompress_large
+
+        decompress_large(path + ".svdz", path + ".decoded.npy")
+        os.unlink(path + ".decoded.npy")
+        fig = {"psnr": float("nan"), "bytes": os.path.getsize(path + ".svdz"), "bpp": float("nan")}
     else:
         from napari_svd_compress import compress
 
@@ -96,6 +102,7 @@ def main() -> None:
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--in-memory", action="store_true", help="also run compress() in memory")
+    ap.add_argument("--decode", action="store_true", help="also time decompress_large")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -113,7 +120,8 @@ def main() -> None:
     )
     rows = []
     try:
-        for mode in ["large"] + (["memory"] if args.in_memory else []):
+        modes = ["large"] + (["decode"] if args.decode else [])
+        for mode in modes + (["memory"] if args.in_memory else []):
             cmd = [sys.executable, __file__, "--rank", str(args.rank), "--child", str(path), mode]
             done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if done.returncode != 0:

@@ -191,7 +191,7 @@ def test_killed_batch_restarts_cleanly(tmp_path, client):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     done_before = read_manifest(out)
-    assert 1 <= len(done_before) <= 8
+    assert 1 <= len(done_before) < 8  # killed mid-way
     # What a kill in the middle of atomic_write leaves behind.
     (out / ".big7.svdz.x1y2z3.tmp").write_bytes(b"half a bundle")
     (out / f".{MANIFEST_JSONL}.abc.tmp").write_bytes(b"{")

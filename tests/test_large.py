@@ -191,3 +191,15 @@ def test_stack_single_plane_and_native():
     )
     with pytest.raises(ImageError, match="cannot hold a stack"):
         compress_stack(np.stack([img, img]), "jpeg")
+
+
+def test_quantiser_mirrors_the_svd_codec():
+    from napari_svd_compress import large
+    from napari_svd_compress.codecs import svd
+
+    x = (_mosaic(300, 420, seed=4) / 65535.0).astype(np.float32)
+    ch = svd._Channel(x)
+    u, s, vt = ch.factors(15)
+    blob, meta, _ = svd._quantise(ch, 15, 0.1)
+    ours = large._quantise(u, s, vt, ch.energy, 0.1)
+    assert ours[0] == blob and ours[1] == meta

@@ -84,7 +84,9 @@ def _rewrite(bundle: bytes, edit) -> bytes:
 
 
 def _payload_name(members, stem):
-    return next(n for n in members if n.rsplit("/", 1)[-1].startswith(stem) and n != "manifest.json")
+    return next(
+        n for n in members if n.rsplit("/", 1)[-1].startswith(stem) and n != "manifest.json"
+    )
 
 
 @pytest.mark.parametrize("mode", ["blocks", "rows"])
@@ -116,3 +118,51 @@ def test_corrupt_payloads_raise(rgb8, mode):
     for edit in (truncate, flip, drop, meta):
         with pytest.raises(BundleError):
             nsc.decompress(_rewrite(r.bundle, edit))
+
+
+# --- the svd codec's patch mode, which runs on the same block machinery -------------
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "gray16"])
+def test_svd_patch_round_trip(rgb8, kind):
+    image = _images(rgb8)[kind]
+    r = nsc.compress(image, "svd", patch=8, rank=40)
+    back = nsc.decompress(r.bundle)
+    assert back.shape == image.shape and back.dtype == image.dtype
+    np.testing.assert_array_equal(back, r.image)
+    assert r.info["patch"] == 8 and r.info["components"] <= 40
+    assert r.psnr > 26
+
+
+def test_svd_patch_rank_orders_rate_and_beats_whole_image():
+    small = transform.resize(data.astronaut(), (256, 256), anti_aliasing=True)
+    image = np.round(small * 255).astype(np.uint8)
+    sizes = [nsc.compress(image, "svd", patch=8, rank=k).nbytes for k in (2, 8, 32)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    whole = nsc.compress(image, "svd", rank=24)
+    patch = nsc.compress(image, "svd", patch=8, target_bpp=whole.bpp)
+    # Measured 28.4 dB against 24.2 dB at 1.36 bpp.
+    assert patch.nbytes <= whole.nbytes and patch.psnr > whole.psnr + 3
+
+
+def test_svd_patch_targets(rgb8):
+    r = nsc.compress(rgb8, "svd", patch=8, target_psnr=32.0)
+    assert r.psnr >= 32.0 and r.info["target_met"]
+    smaller = nsc.compress(rgb8, "svd", patch=8, rank=r.info["components"] - 1)
+    assert smaller.psnr < 32.5
+    b = nsc.compress(rgb8, "svd", patch=8, target_bpp=1.0)
+    assert b.bpp <= 1.0 and b.info["target_met"]
+    with pytest.raises(ParameterError):
+        nsc.compress(rgb8, "svd", patch=1)
+
+
+def test_svd_patch_corrupt_meta_raises(rgb8):
+    r = nsc.compress(rgb8, "svd", patch=8, rank=6)
+
+    def bad_patch(members):
+        man = json.loads(members["manifest.json"])
+        man["planes"][0]["patch"] = 4
+        members["manifest.json"] = json.dumps(man).encode()
+
+    with pytest.raises(BundleError):
+        nsc.decompress(_rewrite(r.bundle, bad_patch))

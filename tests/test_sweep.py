@@ -71,12 +71,8 @@ def test_command_line_writes_png_and_csv(rgb8, tmp_path):
     Image.fromarray(rgb8).save(src)
     png, table = tmp_path / "rd.png", tmp_path / "rd.csv"
     root = Path(__file__).resolve().parents[1] / "src"
-    code = (
-        "import argparse, sys; from napari_svd_compress.cli import sweep as s; "
-        "p = argparse.ArgumentParser(); sub = p.add_subparsers(); s.add_parser(sub); "
-        "a = p.parse_args(sys.argv[1:]); sys.exit(a.run(a))"
-    )
-    args = [sys.executable, "-c", code, "sweep", str(src), "--methods", "svd,jpeg"]
+    args = [sys.executable, "-m", "napari_svd_compress.cli", "sweep", str(src)]
+    args += ["--methods", "svd,jpeg"]
     args += ["--plot", str(png), "--csv", str(table), "--quiet"]
     done = subprocess.run(args, capture_output=True, text=True, env={"PYTHONPATH": str(root)})
     assert done.returncode == 0, done.stderr
@@ -87,7 +83,7 @@ def test_command_line_writes_png_and_csv(rgb8, tmp_path):
     assert {r["method"] for r in rows} == {"svd", "jpeg"}
     assert all(float(r["bytes"]) > 0 for r in rows)
     bad = subprocess.run(
-        [sys.executable, "-c", code, "sweep", str(src), "--methods", "nope"],
+        [sys.executable, "-m", "napari_svd_compress.cli", "sweep", str(src), "--methods", "x"],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(root)},

@@ -119,7 +119,9 @@ def test_svdz_ignores_a_stale_bundle(tmp_path, rgb_image):
     result = nsc.compress(rgb_image, "svd", rank=7)
     other = rgb_image[:64, :64]
     path = tmp_path / "other.svdz"
-    write_svdz(str(path), other, {"rgb": True, "metadata": {"svd_compress": {"bundle": result.bundle}}})
+    write_svdz(
+        str(path), other, {"rgb": True, "metadata": {"svd_compress": {"bundle": result.bundle}}}
+    )
     assert path.read_bytes() != result.bundle
     assert nsc.decompress(path).shape == other.shape
 
@@ -127,7 +129,9 @@ def test_svdz_ignores_a_stale_bundle(tmp_path, rgb_image):
 def test_svdz_of_a_dask_stack(tmp_path):
     import dask.array as da
 
-    planes = np.stack([np.outer(np.arange(40), np.arange(30) + i).astype(np.uint16) for i in range(4)])
+    planes = np.stack(
+        [np.outer(np.arange(40), np.arange(30) + i).astype(np.uint16) for i in range(4)]
+    )
     lazy = da.from_array(planes, chunks=(1, 40, 30))
     path = tmp_path / "stack.svdz"
     write_svdz(str(path), lazy, {"rgb": False, "metadata": {}})

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import registry
+from . import _compress_process, registry
 from ._writer import META_KEY
 from .errors import Cancelled, SVDCompressError
 
@@ -90,7 +90,7 @@ def _start_value(p: registry.Param) -> Any:
         value = float(f"{value:.2g}")
     else:
         value = (lo + hi) / 2
-    return int(round(value)) if p.kind is int else value
+    return round(value) if p.kind is int else value
 
 
 class _Editor:
@@ -273,11 +273,16 @@ class CompressWidget(QWidget):
         The viewer whose image layers are offered (napari passes it in).
     """
 
+    #: Compress in a helper process (see :mod:`._compress_process`) so that C code holding
+    #: the GIL cannot freeze napari; False compresses in the worker thread.
+    use_process: bool = True
+
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runs: list[Run] = []
         self.worker: FunctionWorker | None = None
+        self._pending = False
         self._cancel_flag = threading.Event()
         self._fraction = 0.0
         self._job_started = 0.0
@@ -323,9 +328,7 @@ class CompressWidget(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents
-        )
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout.addWidget(self.table, stretch=1)
 
         save_row = QHBoxLayout()
@@ -420,7 +423,7 @@ class CompressWidget(QWidget):
         self.method_combo.blockSignals(False)
         self._build_form()
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt naming)
+    def showEvent(self, event: Any) -> None:  # Qt's name: refresh the methods when shown
         self.refresh_methods()
         super().showEvent(event)
 
@@ -488,7 +491,8 @@ class CompressWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        """Whether a job is running or its result is still being added to the viewer."""
+        return self.worker is not None or self._pending
 
     def _update_buttons(self) -> None:
         self.compress_button.setEnabled(not self.running and self.current_layer() is not None)
@@ -526,8 +530,19 @@ class CompressWidget(QWidget):
         data = layer.data[0] if layer.multiscale else layer.data
         rgb = bool(layer.rgb)
         want_error_map = self.error_map_check.isChecked()
+        # The helper process knows the codecs of this package (importing it registers them);
+        # one registered at run time by other code exists only here, so it runs in a thread.
+        encoder_module = getattr(registry.get(method).encode, "__module__", "") or ""
+        use_process = (
+            self.use_process
+            and _compress_process.CompressProcess.supported()
+            and encoder_module.startswith(f"{__package__}.")
+        )
         flag = self._cancel_flag = threading.Event()
         self._fraction = 0.0
+
+        def set_fraction(fraction: float) -> None:
+            self._fraction = fraction
 
         def progress(fraction: float) -> None:
             self._fraction = fraction
@@ -535,23 +550,28 @@ class CompressWidget(QWidget):
                 raise Cancelled("cancelled")
 
         def job() -> tuple[str, Any]:
-            from .api import compress
-
-            # Everything heavy happens here, off the main thread: compressing, decoding,
-            # measuring and the optional error map.
+            # Everything heavy happens off the main thread: in the helper process when the
+            # image can be sent there, else here in the worker thread.
+            status, payload = "error", "not run"
+            if use_process:
+                try:
+                    # Cancelling there goes through the process's own flag, not an exception.
+                    status, payload = _compress_process.shared().run(
+                        data, method, rgb, params, set_fraction, flag.is_set
+                    )
+                except _compress_process.CannotSend as exc:
+                    log.info("compressing in a thread: the image cannot be sent (%s)", exc)
+                    status = "unsent"
+            if status == "unsent" or not use_process:
+                status, payload = _compress_process.run_job(data, method, rgb, params, progress)
+            if status != "ok":
+                return status, payload
             try:
-                result = compress(data, method, rgb=rgb, progress=progress, **params)
-                error_map = _difference(data, result.image, rgb) if want_error_map else None
-            except Cancelled:
-                return "cancelled", None
+                error_map = _difference(data, payload.image, rgb) if want_error_map else None
             except MemoryError:
-                return "error", "not enough memory"
-            except SVDCompressError as exc:
-                return "error", str(exc)
-            except Exception as exc:  # noqa: BLE001 - shown to the user, logged for us
-                log.exception("compression failed")
-                return "error", f"{type(exc).__name__}: {exc}"
-            return "ok", (result, error_map)
+                error_map = None
+                log.warning("no error map: not enough memory")
+            return "ok", (payload, error_map)
 
         self.worker = worker = create_worker(job)
         worker.returned.connect(lambda out: self._on_returned(out, layer))
@@ -596,7 +616,10 @@ class CompressWidget(QWidget):
         self._add_result(result, error_map, source)
 
     def _add_result(self, result: Result, error_map: np.ndarray | None, source: Image) -> None:
-        # Only layer construction here (the arrays are ready): keeps the event loop free.
+        # The arrays are ready; what is left is napari's own work of adding a layer (Qt
+        # controls, the vispy node) and of uploading its texture.  For a 24-megapixel image
+        # each costs a good part of the 250 ms budget, so the layer is added hidden and shown
+        # in a later turn of the event loop, and the error map after that.
         figures = result.figures()
         name = f"{source.name} [{result.label}]"
         metadata = {
@@ -615,14 +638,57 @@ class CompressWidget(QWidget):
             "translate": source.translate,
             "contrast_limits": list(source.contrast_limits),
             "metadata": metadata,
+            "visible": False,
         }
         if not source.rgb:
             kwargs["colormap"] = source.colormap
             kwargs["gamma"] = source.gamma
-        layer = self.viewer.add_image(result.image, **kwargs)
+        layer = self.viewer.add_layer(Image(result.image, **kwargs))
+        run = Run(
+            layer=layer,
+            source=source.name,
+            method=result.method,
+            params=result.params,
+            figures=figures,
+        )
+        self.runs.append(run)
+        self._append_row(run)
+        self.status_label.setText(
+            f"{name}: {result.nbytes} bytes, {result.bpp:.3f} bpp, "
+            f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f}"
+        )
+        steps = [lambda: setattr(layer, "visible", True)]
         if error_map is not None:
-            top = float(error_map.max()) if error_map.size else 0.0
-            self.viewer.add_image(
+            added: list[Image] = []
+            steps.append(
+                lambda: added.append(self._add_error_map(error_map, name, figures, source))
+            )
+            steps.append(lambda: setattr(added[0], "visible", True))
+        self._later(steps)
+
+    def _later(self, steps: list[Any]) -> None:
+        """Run ``steps`` one per turn of the event loop (the widget is busy until the last)."""
+        if not steps:
+            self._pending = False
+            self._update_buttons()
+            return
+        self._pending = True
+        self._update_buttons()
+
+        def step() -> None:
+            try:
+                steps[0]()
+            finally:
+                self._later(steps[1:])
+
+        QTimer.singleShot(0, step)
+
+    def _add_error_map(
+        self, error_map: np.ndarray, name: str, figures: dict[str, Any], source: Image
+    ) -> Image:
+        top = float(error_map.max()) if error_map.size else 0.0
+        return self.viewer.add_layer(
+            Image(
                 error_map,
                 name=f"{name} error",
                 scale=source.scale[-error_map.ndim :],
@@ -631,16 +697,9 @@ class CompressWidget(QWidget):
                 contrast_limits=[0.0, top if top > 0 else 1.0],
                 blending="additive",
                 metadata={"figures": figures, "error_map_of": name},
+                visible=False,
             )
-        run = Run(layer=layer, source=source.name, method=result.method, params=result.params,
-                  figures=figures)
-        self.runs.append(run)
-        self._append_row(run)
-        self.status_label.setText(
-            f"{name}: {result.nbytes} bytes, {result.bpp:.3f} bpp, "
-            f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f}"
         )
-        self._update_buttons()
 
     # -- results table --------------------------------------------------------------------
 

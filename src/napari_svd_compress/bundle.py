@@ -151,7 +151,7 @@ def read_source(source: bytes | bytearray | memoryview | str | PathLike[str]) ->
         if size > MAX_FILE_BYTES:
             raise BundleLimitError(f"{path}: {size} bytes is beyond the {MAX_FILE_BYTES} limit")
         with open(path, "rb") as fh:
-            return fh.read(MAX_FILE_BYTES + 1)
+            return fh.read(size + 1)
     except BundleError:
         raise
     except IsADirectoryError:

@@ -17,6 +17,7 @@ from ..atomic import atomic_write
 from ..bundle import open_bundle
 from ..errors import ParameterError
 from ..images import default_output, display_available, read_image, write_jpeg, write_png
+from ..large import maybe_compress_large
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +118,12 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
         help="show original and result side by side (matplotlib; needs a display)",
     )
     p.add_argument("--no-bundle", action="store_true", help="write no bundle (figures only)")
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="banded out-of-core SVD for huge 2-D TIFF/NPY planes (automatic from 134 Mpx; "
+        "svd with --rank/--qloss only)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     raw = p.add_argument_group("camera RAW decoding")
     raw.add_argument("--raw-bits", type=int, choices=(8, 16), default=8, help="output bits")
@@ -137,6 +144,9 @@ def _input_path(args: argparse.Namespace) -> Path:
 def run_compress(args: argparse.Namespace) -> int:
     src = _input_path(args)
     params = codec_params(args)
+    status = maybe_compress_large(args, src, params)
+    if status is not None:
+        return status
     codec = registry.get(args.method)
     options = {"output_bits": args.raw_bits, "half_size": args.half_size} if _is_raw(src) else {}
     image, _ = read_image(src, **options)

@@ -3,21 +3,21 @@
 Two modes:
 
 ``blocks`` (default)
-    The image (after RGB -> YCbCr) is cut into non-overlapping ``b x b`` patches of all
+    The image (RGB by default, see the ``color`` parameter) is cut into non-overlapping ``b x b`` patches of all
     channels together (edge-padded to whole blocks); each patch is a sample of dimension
     ``b*b*C``.  The eigenvectors of the patch covariance (a ``d x d`` eigenproblem, 192 x
     192 for 8 x 8 colour blocks, accumulated over bands of blocks so no copy of the image
     is made) are the transform, like JPEG's DCT but fitted to the picture.  The
-    coefficients are quantised with a uniform step and a small dead zone and coded by
+    coefficients are quantised (per-component steps, rate-distortion optimised) and coded by
     :func:`~napari_svd_compress._entropy.encode_ints` with one row per component, whose
     per-row Laplace models suit coefficients whose spread falls with the component index.
 ``rows``
     What the seed notebooks did: the image's rows, per channel, are the samples
     (dimension W), mean-centred; the leading ``k`` components are kept.
 
-In both modes the basis is quantised too, column ``i`` with a step that makes its
-error a fraction of the coefficient error (``a_i`` the RMS of the
-coefficient, see ``_quantise_basis``), so weak components cost almost nothing for their basis vectors.
+In both modes the basis is quantised too, each vector with a step that makes its error
+a fraction of the coefficient error (see ``_quantise_basis``), so weak components cost
+little for their basis vectors.
 
 Payloads: ``mean`` (int, float32 mean scaled), ``basis`` and ``coef`` (integers).
 """
@@ -40,8 +40,9 @@ MODES = ("blocks", "rows")
 # Levels of an 8-bit image: the step is given in these units.
 _LEVEL = 1.0 / 255.0
 # Rounding offset of the dead-zone quantiser: values below (0.5 + _DEADZONE) steps go
-# to zero.  Small coefficients are many and cost more bits than they buy in PSNR.
-_DEADZONE = 0.2
+# to zero.  Zero (plain rounding) measures best once _rdo has pruned what costs more
+# bits than it buys in PSNR (rows mode has no _rdo).
+_DEADZONE = 0.0
 # The basis quantisation error is this many times smaller than the coefficient error.
 _BASIS_FINENESS = 64.0
 _MEAN_SCALE = 1 << 12
@@ -61,6 +62,8 @@ _WEIGHT_MAX = 4.0
 _WEIGHT_UNIT = 64
 _RDO_LAMBDA = 1.0
 _MIN_SCALE = 0.05
+# Finest automatic step (8-bit levels) of encode_patches.
+_MIN_STEP = 0.25
 
 PARAMS = (
     Param(
@@ -93,8 +96,7 @@ PARAMS = (
         "step",
         float,
         24.0,
-        "Quantisation step of the coefficients, in 8-bit grey levels (larger = smaller "
-        "file).",
+        "Quantisation step of the coefficients, in 8-bit grey levels (larger = smaller file).",
         low=0.01,
         high=1000.0,
     ),
@@ -202,10 +204,18 @@ def _bands(n_rows: int, per_row: int) -> list[tuple[int, int]]:
 
 
 def _encode_blocks(
-    x: np.ndarray, params: Mapping[str, Any], step: float, progress: Callable[[float], None]
+    x: np.ndarray,
+    b: int,
+    choose_k: Callable[[np.ndarray], int],
+    step: float | Callable[[np.ndarray, int], float],
+    progress: Callable[[float], None],
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Code plane ``x`` (already in its colour space) in ``b x b`` blocks.
+
+    ``choose_k(eigenvalues)`` gives the number of components; ``step`` is the
+    coefficient step, or a function ``step(eigenvalues, k)``.
+    """
     h, w, c = x.shape
-    b = params["block"]
     hp, wp = -(-h // b) * b, -(-w // b) * b
     if (hp, wp) != (h, w):
         # Edge padding adds no new structure for the transform to spend bits on.
@@ -225,8 +235,10 @@ def _encode_blocks(
     cov = gram / n - np.outer(mean, mean)
     eig, vec = sla.eigh(cov, check_finite=False)
     eig, vec = eig[::-1], vec[:, ::-1]
-    k = _choose_k(eig, params)
+    k = max(1, min(int(choose_k(eig)), d))
     vec = vec[:, :k]
+    if callable(step):
+        step = float(step(eig, k))
     qmean = np.rint(mean * _MEAN_SCALE).astype(np.int32)
     mean_q = qmean / _MEAN_SCALE
     rms_all = np.sqrt(np.maximum(eig[:k], 0))
@@ -314,7 +326,7 @@ def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape
 def _encode_rows(
     x: np.ndarray, params: Mapping[str, Any], step: float, progress: Callable[[float], None]
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    h, w, c = x.shape
+    h, _, c = x.shape
     means, bases, coefs, metas = [], [], [], []
     for ch in range(c):
         xc = x[..., ch].astype(np.float64)
@@ -396,15 +408,49 @@ def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable[[float]
     x = to_space(plane, space) if c == 3 else plane
     step = float(params["step"]) * _LEVEL
     if params["mode"] == "blocks":
-        meta, payloads = _encode_blocks(x, params, step, progress)
+        meta, payloads = _encode_blocks(
+            x, params["block"], lambda eig: _choose_k(eig, params), step, progress
+        )
     else:
         meta, payloads = _encode_rows(x, params, step, progress)
     meta["space"] = space
     return Encoded(meta=meta, payloads=payloads)
 
 
-def decode(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]) -> np.ndarray:
-    h, w, c = shape
+def encode_patches(
+    plane: np.ndarray,
+    *,
+    block: int,
+    choose_rank: Callable[[np.ndarray], int],
+    step_scale: float,
+    color: str = "rgb",
+    progress: Callable[[float], None] = lambda f: None,
+) -> Encoded:
+    """Patch SVD for the ``svd`` codec's ``patch`` option: the matrix whose columns are the
+    image's ``block x block`` patches (all channels), factored and truncated.
+
+    ``choose_rank(eigenvalues)`` returns the rank (eigenvalues of the patch covariance,
+    descending, i.e. squared singular values / number of patches).  The coefficient step
+    follows the rank: ``step_scale`` times the RMS of the last kept component, so that
+    weaker components would quantise to zero anyway and rank alone sets the rate.
+    The result decodes with :func:`decode`.
+    """
+    c = plane.shape[2]
+    space = color if c == 3 else "gray"
+    x = to_space(plane, space) if c == 3 else plane
+
+    def step(eig: np.ndarray, k: int) -> float:
+        return max(step_scale * math.sqrt(max(float(eig[k - 1]), 0.0)), _MIN_STEP * _LEVEL)
+
+    meta, payloads = _encode_blocks(x, block, choose_rank, step, progress)
+    meta["space"] = space
+    return Encoded(meta=meta, payloads=payloads)
+
+
+def decode(
+    meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
+) -> np.ndarray:
+    c = shape[2]
     space = meta.get("space")
     if space not in ("gray", *COLOR_SPACES) or (space == "gray") != (c == 1):
         raise BundleContentError(f"pca: colour space {space!r} does not fit {c} channel(s)")

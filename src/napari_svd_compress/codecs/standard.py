@@ -31,7 +31,7 @@ def _make_encode(fmt: str) -> Callable[[np.ndarray, dict[str, Any], Callable], E
         from PIL import Image
 
         progress(0.0)
-        h, w, c = plane.shape
+        c = plane.shape[2]
         pixels = _to_uint8(plane)
         im = Image.fromarray(pixels[..., 0] if c == 1 else pixels, mode="L" if c == 1 else "RGB")
         options: dict[str, Any] = {"quality": int(params["quality"])}

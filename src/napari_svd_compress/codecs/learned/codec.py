@@ -191,7 +191,8 @@ def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> 
     if plane.ndim != 3 or plane.shape[2] not in (1, 3):
         raise ParameterError(f"learned codec needs 1 or 3 channels, got shape {plane.shape}")
     hgt, wid, ch = plane.shape
-    rgb = np.clip(np.nan_to_num(plane.astype(np.float32, copy=False)), 0.0, 1.0)
+    rgb = np.nan_to_num(plane.astype(np.float32, copy=False), copy=True)  # one copy only
+    np.clip(rgb, 0.0, 1.0, out=rgb)
     if ch == 1:
         rgb = np.broadcast_to(rgb, (hgt, wid, 3))
     progress(0.0)

@@ -259,10 +259,14 @@ def load_training_images(
 
 
 class _Sampler:
-    """Random crops with flips, each image weighted by the square root of its area."""
+    """Random crops with flips, each image weighted by the square root of its area.
 
-    def __init__(self, images: list[np.ndarray], crop: int, seed: int) -> None:
+    A fraction ``flat`` of the crops is replaced by synthetic flat colours or ramps.
+    """
+
+    def __init__(self, images: list[np.ndarray], crop: int, seed: int, flat: float = 0.04) -> None:
         self.images = images
+        self.flat = flat
         self.crop = crop
         w = np.array([math.sqrt(i.shape[0] * i.shape[1]) for i in images])
         self.p = w / w.sum()
@@ -281,7 +285,21 @@ class _Sampler:
             if self.rng.random() < 0.5:
                 patch = patch[::-1]
             out[k] = patch.transpose(2, 0, 1) / 255.0
+            if self.rng.random() < self.flat:
+                out[k] = self._flat()
         return out
+
+    def _flat(self) -> np.ndarray:
+        """A flat colour or a gentle linear ramp: teaches the decoder to keep flats flat
+        (photographs have too few exactly flat areas for a short run to learn it)."""
+        c = self.crop
+        colour = self.rng.random(3).astype(np.float32)
+        ramp = self.rng.normal(0, 0.1, size=(3, 2)).astype(np.float32)
+        if self.rng.random() < 0.5:
+            ramp[:] = 0
+        yy, xx = np.mgrid[0:c, 0:c].astype(np.float32) / c - 0.5
+        img = colour[:, None, None] + ramp[:, :1, None] * yy + ramp[:, 1:, None] * xx
+        return np.clip(img, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- train
@@ -386,8 +404,9 @@ def train(args: argparse.Namespace) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        mse_np, bpp_np, loss_f = mse.detach().numpy(), bpp.detach().numpy(), float(loss.detach())
         for i in range(args.batch):
-            window.append((int(q[i]), float(mse[i]), float(bpp[i]), float(loss)))
+            window.append((int(q[i]), float(mse_np[i]), float(bpp_np[i]), loss_f))
         done = progress() >= 1.0
         if step % args.log_every == 0 or done:
             arr = np.array(window)
