@@ -36,7 +36,7 @@ def test_manifest_contributions():
     pm = PluginManifest.from_file(MANIFEST)
     assert pm.name == "napari-svd-compress"
     widgets = {w.display_name for w in pm.contributions.widgets}
-    assert widgets == {"Compress"}
+    assert widgets == {"Compress", "Rate-distortion", "SVD spectrum"}
     writers = {ext for w in pm.contributions.writers for ext in w.filename_extensions}
     assert {".jpg", ".svdz"} <= writers
     samples = {s.key for s in pm.contributions.sample_data}

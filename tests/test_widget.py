@@ -315,6 +315,27 @@ def test_cancel_a_running_job(viewer_widget, qtbot, rgb_image, slow_codec):
     assert widget.compress_button.isEnabled() and not widget.cancel_button.isEnabled()
 
 
+def test_cancel_in_the_helper_process(viewer_widget, qtbot, rgb_image):
+    viewer, widget = viewer_widget
+    assert widget.use_process
+    viewer.add_image(np.tile(rgb_image, (8, 8, 1)), name="tiled")  # 768 x 1024 RGB
+    widget.set_method("svd")
+    widget.set_param("target_psnr", 60.0)  # a long search
+    started = time.perf_counter()
+    widget.compress()
+    qtbot.wait(500)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=20_000)
+    # Either the codec stopped at a progress report or the process was stopped for it.
+    assert time.perf_counter() - started < 15
+    assert widget.status_label.text() == "cancelled"
+    assert len(viewer.layers) == 1 and widget.runs == []
+    # The next job starts a fresh process if the old one had to be stopped.
+    widget.set_param("rank", 5)
+    _run(widget, qtbot)
+    assert len(viewer.layers) == 2
+
+
 @pytest.mark.slow
 def test_event_loop_stays_responsive_on_24_megapixels(make_napari_viewer, qtbot, capsys):
     viewer = make_napari_viewer(show=True)

@@ -34,6 +34,8 @@ class CannotSend(Exception):
 
 #: Seconds between progress messages from the child (the widget polls every 50 ms).
 _PROGRESS_EVERY = 0.05
+#: Seconds a cancelled job may take to stop by itself before its process is killed.
+_CANCEL_GRACE = 1.5
 
 
 def run_job(
@@ -204,14 +206,19 @@ class CompressProcess:
                 self._drop()
                 return "error", f"cannot start the compression process ({exc})"
             del payload
-            cancel_sent = False
+            cancel_sent: float | None = None
             while True:
-                if not cancel_sent and cancelled():
-                    cancel_sent = True
+                if cancel_sent is None and cancelled():
+                    cancel_sent = time.monotonic()
                     try:
                         self._send.send(("cancel", job))
                     except OSError:
                         pass
+                elif cancel_sent is not None and time.monotonic() - cancel_sent > _CANCEL_GRACE:
+                    # The codec has not reached a progress report in time (some steps are
+                    # long): stop the process; the next job starts a fresh one.
+                    self._drop()
+                    return "cancelled", None
                 try:
                     message = self._recv.recv() if self._recv.poll(0.05) else None
                 except (EOFError, OSError):
@@ -231,6 +238,14 @@ class CompressProcess:
                         f"the compression process stopped unexpectedly (exit code {code}; "
                         "out of memory?)"
                     )
+
+    def start(self) -> None:
+        """Start the child now (it imports the codecs), so the first job does not wait."""
+        with self._lock:
+            try:
+                self._ensure_started()
+            except OSError as exc:
+                log.warning("cannot start the compression process: %s", exc)
 
     def close(self) -> None:
         """Stop the child process (it also stops when napari exits: its pipe closes)."""
@@ -256,6 +271,10 @@ def _main(argv: list[str]) -> int:
 
     conn_in = Connection(int(argv[0]), writable=False)
     conn_out = Connection(int(argv[1]), readable=False)
+    # Import the library and register its codecs before the first job arrives.
+    from napari_svd_compress import api, registry  # noqa: F401
+
+    registry.available()
     _serve(conn_in, conn_out)
     return 0
 

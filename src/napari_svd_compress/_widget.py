@@ -68,6 +68,8 @@ _INT_MIN, _INT_MAX = -(2**31) + 1, 2**31 - 1
 _FLOAT_BIG = 1e12
 _PROGRESS_STEPS = 1000
 _POLL_MS = 50
+#: Milliseconds between the steps of adding a result, so the event loop runs in between.
+_STEP_MS = 15
 
 
 # --- parameter editors ----------------------------------------------------------------------
@@ -357,6 +359,9 @@ class CompressWidget(QWidget):
         events.moved.connect(self._refresh_layers)
         self.viewer.layers.selection.events.active.connect(self._on_active)
 
+        if self.use_process and _compress_process.CompressProcess.supported():
+            # Start the helper process (a few seconds of imports) while the user picks.
+            threading.Thread(target=_compress_process.shared().start, daemon=True).start()
         self.refresh_methods()
         self._refresh_layers()
         self._on_active()
@@ -613,7 +618,10 @@ class CompressWidget(QWidget):
             return
         result, error_map = payload
         self.progress_bar.setValue(_PROGRESS_STEPS)
-        self._add_result(result, error_map, source)
+        # A moment later, from a timer: the viewer first gets a turn of its own (input,
+        # repaints) before napari's work of adding the layer starts.
+        self._pending = True
+        QTimer.singleShot(_STEP_MS, lambda: self._add_result(result, error_map, source))
 
     def _add_result(self, result: Result, error_map: np.ndarray | None, source: Image) -> None:
         # The arrays are ready; what is left is napari's own work of adding a layer (Qt
@@ -681,7 +689,7 @@ class CompressWidget(QWidget):
             finally:
                 self._later(steps[1:])
 
-        QTimer.singleShot(0, step)
+        QTimer.singleShot(_STEP_MS, step)
 
     def _add_error_map(
         self, error_map: np.ndarray, name: str, figures: dict[str, Any], source: Image

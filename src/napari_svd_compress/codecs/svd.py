@@ -30,6 +30,7 @@ from ..color import COLOR_SPACES, from_space, to_space
 from ..errors import BundleContentError, ParameterError
 from ..registry import Codec, Encoded, Param, register
 
+_DECODE_ROWS = 1024
 RULES = ("rank", "percent", "energy", "target_psnr", "target_bpp")
 _STEP_MIN = 1e-5
 
@@ -198,9 +199,14 @@ def _reconstruct(qu: np.ndarray, qv: np.ndarray, amp: np.ndarray, step: float) -
     if k == 0:
         return np.zeros((h, w), np.float32)
     # s_i u_i v_i^T = a_i sqrt(hw) * (step qu_i / (a_i sqrt(h))) * (step qv_i / (a_i sqrt(w)))
-    coef = (step * step / amp.astype(np.float64)).astype(np.float32)
-    left = qu.T.astype(np.float32) * coef
-    return left @ qv.astype(np.float32)
+    # float64 products: float32 BLAS sums in an order that depends on threads and CPU,
+    # and a pixel near a rounding boundary would then decode differently elsewhere.
+    left = qu.T.astype(np.float64) * (step * step / amp.astype(np.float64))
+    right = qv.astype(np.float64)
+    out = np.empty((h, w), np.float32)
+    for start in range(0, h, _DECODE_ROWS):
+        out[start : start + _DECODE_ROWS] = left[start : start + _DECODE_ROWS] @ right
+    return out
 
 
 def _ranks_for(rule: str, value: Any, chans: list[_Channel], chroma: float, ycc: bool) -> list[int]:
