@@ -97,12 +97,13 @@ def test_large_sources(tmp_path, kind):
 
 
 def test_large_memory_is_bounded(tmp_path, monkeypatch):
-    from napari_svd_compress import _entropy, large
+    from napari_svd_compress import _entropy
+    from napari_svd_compress.codecs import svd
 
     # LZMA's fixed ~95 MB of match-finder tables (tried on small factor arrays) would
     # hide what this test measures: the memory that scales with the plane.
     monkeypatch.setattr(
-        large, "encode_ints", lambda a: _entropy.encode_ints(a, ("raw", "zlib", "laplace"))
+        svd, "encode_ints", lambda a: _entropy.encode_ints(a, ("raw", "zlib", "laplace"))
     )
     img = _mosaic(1024, 1536, seed=1)
     path = tmp_path / "m.npy"
@@ -191,15 +192,3 @@ def test_stack_single_plane_and_native():
     )
     with pytest.raises(ImageError, match="cannot hold a stack"):
         compress_stack(np.stack([img, img]), "jpeg")
-
-
-def test_quantiser_mirrors_the_svd_codec():
-    from napari_svd_compress import large
-    from napari_svd_compress.codecs import svd
-
-    x = (_mosaic(300, 420, seed=4) / 65535.0).astype(np.float32)
-    ch = svd._Channel(x)
-    u, s, vt = ch.factors(15)
-    blob, meta, _ = svd._quantise(ch, 15, 0.1)
-    ours = large._quantise(u, s, vt, ch.energy, 0.1)
-    assert ours[0] == blob and ours[1] == meta

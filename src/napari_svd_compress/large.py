@@ -38,8 +38,8 @@ import scipy.linalg as sla
 
 from . import bundle as _bundle
 from . import metrics, registry
-from ._entropy import encode_ints
 from ._image import SUPPORTED_DTYPES, ImageSpec, dtype_range, from_unit, to_unit
+from .codecs.svd import quantise_factors, reconstruct_rows
 from .errors import ImageError, ParameterError
 
 __all__ = [
@@ -55,9 +55,6 @@ __all__ = [
 #: command line (``compress`` of a TIFF or NPY with ``--method svd``).  At 2**27
 #: (134 Mpixel) the in-memory path needs several GB of float32 copies.
 LARGE_PLANE_PIXELS = 1 << 27
-
-# Mirrors codecs/svd.py: the quantisation step never goes below this.
-_STEP_MIN = 1e-5
 
 ProgressFn = Callable[[float], None]
 
@@ -314,28 +311,6 @@ def blocked_randomized_svd(
     return q @ ub[:, :k], s[:k], vt[:k], energy
 
 
-def _quantise(
-    u: np.ndarray, s: np.ndarray, vt: np.ndarray, energy: float, qloss: float
-) -> tuple[bytes, dict[str, Any], np.ndarray, np.ndarray, np.ndarray, float]:
-    """The svd codec's quantisation (codecs/svd.py ``_quantise``), without the
-    whole-plane reconstruction it ends with."""
-    h, w = u.shape[0], vt.shape[1]
-    hw = h * w
-    amp = (s / math.sqrt(hw)).astype(np.float32)
-    keep = amp > 0
-    u, vt, amp = u[:, keep], vt[keep], amp[keep]
-    k = len(amp)
-    tail = max(energy - float(np.sum(np.square(s, dtype=np.float64))), 0.0) / hw
-    mse_q = tail * (10 ** (qloss / 10) - 1)
-    step = max(math.sqrt(6 * mse_q / k), _STEP_MIN) if k else 1.0
-    gain = (amp / step).astype(np.float64)[:, None]
-    qu = np.rint(u.T * math.sqrt(h) * gain).astype(np.int32)
-    qv = np.rint(vt * math.sqrt(w) * gain).astype(np.int32)
-    parts = [amp.astype("<f4").tobytes(), encode_ints(qu), encode_ints(qv)]
-    meta = {"rank": k, "step": step, "lengths": [len(p) for p in parts]}
-    return b"".join(parts), meta, qu, qv, amp, step
-
-
 def _band_rows(width: int, band_mb: float) -> int:
     return max(8, int(band_mb * (1 << 20) // (4 * width)))
 
@@ -404,7 +379,7 @@ def compress_large(
             seed=seed,
             progress=lambda f: report(0.85 * f),
         )
-        blob, meta, qu, qv, amp, step = _quantise(u, s, vt, energy, params["qloss"])
+        blob, meta, qu, qv, amp, step = quantise_factors(u, s, vt, energy, params["qloss"])
         del u, vt
         plane_meta = {"space": "gray", "channels": [meta], "target_met": True}
         encode_s = time.perf_counter() - t0
@@ -441,17 +416,6 @@ def compress_large(
     )
 
 
-def _decode_rows(
-    qu: np.ndarray, qv: np.ndarray, amp: np.ndarray, step: float, r0: int, r1: int
-) -> np.ndarray:
-    """Rows ``r0:r1`` of the decoded unit plane (the svd codec's ``_reconstruct``)."""
-    if len(amp) == 0:
-        return np.zeros((r1 - r0, qv.shape[1]), np.float32)
-    coef = (step * step / amp.astype(np.float64)).astype(np.float32)
-    left = qu[:, r0:r1].T.astype(np.float32) * coef
-    return left @ qv.astype(np.float32)
-
-
 def _measure(
     rows: _Rows,
     spec: ImageSpec,
@@ -468,13 +432,13 @@ def _measure(
     count = 0
     pad = metrics._SSIM_PAD
     for r0, r1, orig in rows.bands(band):
-        back = from_unit(_decode_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
+        back = from_unit(reconstruct_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
         sq_err += metrics.squared_error(orig, back)
         if with_ssim and min(spec.shape) >= 7:
             # SSIM's 7x7 window needs `pad` rows beyond the band on each side.
             lo, hi = max(r0 - pad, 0), min(r1 + pad, h)
             ref = rows.read(lo, hi)
-            test = from_unit(_decode_rows(qu, qv, amp, step, lo, hi)[..., None], spec)
+            test = from_unit(reconstruct_rows(qu, qv, amp, step, lo, hi)[..., None], spec)
             from skimage.metrics import structural_similarity
 
             _, smap = structural_similarity(ref, test, data_range=spec.data_range, full=True)
@@ -524,7 +488,7 @@ def decompress_large(
         band = _band_rows(w, band_mb)
         for r0 in range(0, h, band):
             r1 = min(r0 + band, h)
-            mm[r0:r1] = from_unit(_decode_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
+            mm[r0:r1] = from_unit(reconstruct_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
         mm.flush()
         del mm
         os.replace(tmp, out)

@@ -3,12 +3,13 @@
 Two modes:
 
 ``blocks`` (default)
-    The image (RGB by default, see the ``color`` parameter) is cut into non-overlapping ``b x b`` patches of all
-    channels together (edge-padded to whole blocks); each patch is a sample of dimension
-    ``b*b*C``.  The eigenvectors of the patch covariance (a ``d x d`` eigenproblem, 192 x
-    192 for 8 x 8 colour blocks, accumulated over bands of blocks so no copy of the image
-    is made) are the transform, like JPEG's DCT but fitted to the picture.  The
-    coefficients are quantised (per-component steps, rate-distortion optimised) and coded by
+    The image (RGB by default, see the ``color`` parameter) is cut into non-overlapping
+    ``b x b`` patches of all channels together (edge-padded to whole blocks); each patch
+    is a sample of dimension ``b*b*C``.  The eigenvectors of the patch covariance (a
+    ``d x d`` eigenproblem, 192 x 192 for 8 x 8 colour blocks, accumulated over bands of
+    blocks so no copy of the image is made) are the transform, like JPEG's DCT but
+    fitted to the picture.  The coefficients are quantised (per-component steps,
+    rate-distortion optimised) and coded by
     :func:`~napari_svd_compress._entropy.encode_ints` with one row per component, whose
     per-row Laplace models suit coefficients whose spread falls with the component index.
 ``rows``

@@ -84,8 +84,7 @@ PARAMS = (
         "chroma",
         float,
         0.5,
-        "Rank of the chroma planes as a fraction of the luma rank (YCbCr; rank and "
-        "target rules).",
+        "Rank of the chroma planes as a fraction of the luma rank (YCbCr; rank and target rules).",
         low=0.0,
         high=1.0,
     ),
@@ -169,42 +168,55 @@ class _Channel:
             self.u, self.s, self.vt = _linalg.truncated_svd(self.x, want)
         return self.u[:, :k], self.s[:k], self.vt[:k]
 
-    def tail_mse(self, s: np.ndarray) -> float:
-        kept = float(np.sum(np.square(s, dtype=np.float64)))
-        return max(self.energy - kept, 0.0) / (self.h * self.w)
 
+def quantise_factors(
+    u: np.ndarray, s: np.ndarray, vt: np.ndarray, energy: float, qloss: float
+) -> tuple[bytes, dict[str, Any], np.ndarray, np.ndarray, np.ndarray, float]:
+    """Quantise and code one channel's truncated SVD.
 
-def _quantise(ch: _Channel, k: int, qloss: float) -> tuple[bytes, dict[str, Any], np.ndarray]:
-    """Code channel ``ch`` at rank ``k``; return payload bytes, meta and the decoded plane."""
-    u, s, vt = ch.factors(k)
-    k = len(s)
-    hw = ch.h * ch.w
+    ``energy`` is the channel's total squared sum (for the truncation error that sets the
+    step).  Returns the payload bytes, the channel meta, the integer factors ``qu``
+    (k x H) and ``qv`` (k x W), the amplitudes and the step.
+    """
+    h, w = u.shape[0], vt.shape[1]
+    hw = h * w
     amp = (s / math.sqrt(hw)).astype(np.float32)
     keep = amp > 0
     u, vt, amp = u[:, keep], vt[keep], amp[keep]
     k = len(amp)
-    mse_q = ch.tail_mse(s) * (10 ** (qloss / 10) - 1)
+    tail = max(energy - float(np.sum(np.square(s, dtype=np.float64))), 0.0) / hw
+    mse_q = tail * (10 ** (qloss / 10) - 1)
     step = max(math.sqrt(6 * mse_q / k), _STEP_MIN) if k else 1.0
     gain = (amp / step).astype(np.float64)[:, None]
-    qu = np.rint(u.T * math.sqrt(ch.h) * gain).astype(np.int32)
-    qv = np.rint(vt * math.sqrt(ch.w) * gain).astype(np.int32)
+    qu = np.rint(u.T * math.sqrt(h) * gain).astype(np.int32)
+    qv = np.rint(vt * math.sqrt(w) * gain).astype(np.int32)
     parts = [amp.astype("<f4").tobytes(), encode_ints(qu), encode_ints(qv)]
     meta = {"rank": k, "step": step, "lengths": [len(p) for p in parts]}
-    return b"".join(parts), meta, _reconstruct(qu, qv, amp, step)
+    return b"".join(parts), meta, qu, qv, amp, step
 
 
-def _reconstruct(qu: np.ndarray, qv: np.ndarray, amp: np.ndarray, step: float) -> np.ndarray:
-    k, h = qu.shape
-    w = qv.shape[1]
-    if k == 0:
-        return np.zeros((h, w), np.float32)
-    # s_i u_i v_i^T = a_i sqrt(hw) * (step qu_i / (a_i sqrt(h))) * (step qv_i / (a_i sqrt(w)))
-    # float64 products: float32 BLAS sums in an order that depends on threads and CPU,
-    # and a pixel near a rounding boundary would then decode differently elsewhere.
-    left = qu.T.astype(np.float64) * (step * step / amp.astype(np.float64))
+def _quantise(ch: _Channel, k: int, qloss: float) -> tuple[bytes, dict[str, Any], np.ndarray]:
+    """Code channel ``ch`` at rank ``k``; return payload bytes, meta and the decoded plane."""
+    blob, meta, qu, qv, amp, step = quantise_factors(*ch.factors(k), ch.energy, qloss)
+    return blob, meta, reconstruct_rows(qu, qv, amp, step)
+
+
+def reconstruct_rows(
+    qu: np.ndarray, qv: np.ndarray, amp: np.ndarray, step: float, r0: int = 0, r1: int | None = None
+) -> np.ndarray:
+    """Rows ``r0:r1`` of a channel decoded from its quantised factors (float32).
+
+    ``s_i u_i v_i^T = a_i sqrt(hw) * (step qu_i / (a_i sqrt(h))) * (step qv_i / (a_i sqrt(w)))``.
+    The products are summed in float64: float32 BLAS sums in an order that depends on
+    threads and CPU, and a pixel near a rounding boundary would decode differently elsewhere.
+    """
+    r1 = qu.shape[1] if r1 is None else r1
+    out = np.zeros((r1 - r0, qv.shape[1]), np.float32)
+    if len(amp) == 0:
+        return out
+    left = qu[:, r0:r1].T.astype(np.float64) * (step * step / amp.astype(np.float64))
     right = qv.astype(np.float64)
-    out = np.empty((h, w), np.float32)
-    for start in range(0, h, _DECODE_ROWS):
+    for start in range(0, r1 - r0, _DECODE_ROWS):
         out[start : start + _DECODE_ROWS] = left[start : start + _DECODE_ROWS] @ right
     return out
 
@@ -413,7 +425,7 @@ def decode(
         pos += lengths[1]
         qv = decode_ints(data[pos : pos + lengths[2]], shape=(k, w), dtype=np.int32)
         pos += lengths[2]
-        planes.append(_reconstruct(qu, qv, amp, step))
+        planes.append(reconstruct_rows(qu, qv, amp, step))
     if pos != len(data):
         raise BundleContentError("svd: payload has trailing bytes")
     out = np.stack(planes, axis=-1)
