@@ -42,14 +42,8 @@ def _modules() -> list:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if (
-        (args_list
-        and args_list[0] in _SEED_FLAGS)
-        or (
-            args_list
-            and args_list[0].startswith("--")
-            and args_list[0].split("=")[0] in _SEED_FLAGS
-        )
+    if (args_list and args_list[0] in _SEED_FLAGS) or (
+        args_list and args_list[0].startswith("--") and args_list[0].split("=")[0] in _SEED_FLAGS
     ):
         args_list.insert(0, "compress")
     parser = build_parser()

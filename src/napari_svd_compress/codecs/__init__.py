@@ -1,6 +1,7 @@
 """Built-in codecs.  Importing this package registers them (see ``registry``)."""
 
-from . import svd  # noqa: F401
-from . import pca  # noqa: F401
-from . import kmeans  # noqa: F401
-from . import standard  # noqa: F401
+# ruff: noqa: I001, F401  (import order is the order the methods are offered in)
+from . import svd
+from . import pca
+from . import kmeans
+from . import standard
