@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SVDCompressError
-from . import batch, codec_cmds, demo, sweep
+from . import batch, codec_cmds, demo, sweep, train
 
 PROG = "napari-svd-compress"
 # The seed scripts took flags without a subcommand: treat those as `compress`.
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _modules() -> list:
-    return [codec_cmds, sweep, batch, demo]
+    return [codec_cmds, sweep, batch, train, demo]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,3 +5,4 @@ from . import svd
 from . import pca
 from . import kmeans
 from . import standard
+from . import learned

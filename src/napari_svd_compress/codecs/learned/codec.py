@@ -6,7 +6,7 @@ Encoding a plane:
    16 by symmetric reflection (never materialised as a whole: each tile gathers its
    pixels through reflected indices).
 2. The analysis transform runs on tiles of ``TILE`` x ``TILE`` latent positions
-   (1024 px), each with ``MARGIN`` latent positions (64 px, more than the transform's
+   (768 px), each with ``MARGIN`` latent positions (64 px, more than the transform's
    30 px receptive radius) of real image context on interior sides; only each tile's
    core latents are kept, so the assembled latent equals the untiled one up to
    floating-point noise.  Memory stays bounded by the tile size.
@@ -38,7 +38,7 @@ from .model import BUILTIN_PATH, LearnedModel, load_model
 __all__ = ["decode", "decode_latents", "encode", "encode_latents"]
 
 CODEC_VERSION = 1
-TILE = 64  # latent positions per tile side (1024 px)
+TILE = 48  # latent positions per tile side (768 px): bounds onnxruntime's buffers
 MARGIN = 4  # latent positions of context on interior tile sides
 _MAX_BITS_PER_SYMBOL = 64  # bound on payload size per latent symbol (validation)
 
@@ -83,7 +83,9 @@ def _analysis(model: LearnedModel, rgb: np.ndarray, progress: Callable[[float], 
         mx0, mx1 = (MARGIN if x0 > 0 else 0), (MARGIN if x1 < lw else 0)
         iy = _reflect(np.arange((y0 - my0) * s, (y1 + my1) * s), hgt)
         ix = _reflect(np.arange((x0 - mx0) * s, (x1 + mx1) * s), wid)
-        win = rgb[iy[:, None], ix[None, :]]  # (h, w, 3)
+        win = rgb[iy[:, None], ix[None, :]]  # (h, w, 3), a copy of the tile only
+        np.nan_to_num(win, copy=False)
+        np.clip(win, 0.0, 1.0, out=win)
         x = np.ascontiguousarray(win.transpose(2, 0, 1)[None], dtype=np.float32)
         y = sess.run(None, {"image": x})[0][0]
         out[:, y0:y1, x0:x1] = y[:, my0 : my0 + (y1 - y0), mx0 : mx0 + (x1 - x0)]
@@ -191,8 +193,7 @@ def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> 
     if plane.ndim != 3 or plane.shape[2] not in (1, 3):
         raise ParameterError(f"learned codec needs 1 or 3 channels, got shape {plane.shape}")
     hgt, wid, ch = plane.shape
-    rgb = np.nan_to_num(plane.astype(np.float32, copy=False), copy=True)  # one copy only
-    np.clip(rgb, 0.0, 1.0, out=rgb)
+    rgb = plane.astype(np.float32, copy=False)  # tiles are cleaned (NaN, clip) as gathered
     if ch == 1:
         rgb = np.broadcast_to(rgb, (hgt, wid, 3))
     progress(0.0)
