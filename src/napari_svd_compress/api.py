@@ -223,49 +223,25 @@ def compress(
     spec = inspect(image, rgb=rgb, codec=codec)
     report = progress or (lambda f: None)
     n = spec.n_planes
-    decoded_planes: list[np.ndarray] = []
-    sq_err = 0.0
-    ssims: list[float] = []
-    plane_entries: list[dict[str, Any]] = []
-    payloads: dict[str, bytes] = {}
-    enc_s = dec_s = 0.0
-    native_file: bytes | None = None
+    if codec.native and n > 1:
+        raise ImageError(f"method {method!r} writes one image file; it cannot hold a stack")
+    planes: list[PlaneResult] = []
     report(0.0)
     for i, idx in _planes(spec):
-        done = compress_plane(
-            spec.plane(image, idx), spec, codec, resolved, _scaled_progress(report, i / n, 0.9 / n)
+        planes.append(
+            compress_plane(
+                spec.plane(image, idx),
+                spec,
+                codec,
+                resolved,
+                _scaled_progress(report, i / n, 0.9 / n),
+            )
         )
-        prefix = f"p{i}/" if n > 1 else ""
-        enc_s += done.encode_s
-        dec_s += done.decode_s
-        if codec.native:
-            native_file = done.payloads["file"]
-        for name, data in done.payloads.items():
-            payloads[prefix + name] = data
-        plane_entries.append(done.meta)
-        sq_err += done.sq_err
-        ssims.append(done.ssim)
-        decoded_planes.append(done.decoded)
         report((i + 1) / n)
-    psnr = metrics.psnr_from_mse(sq_err / max(spec.size, 1), spec.data_range)
-    ssim = float(np.mean(ssims))
-    decoded = _assemble(decoded_planes, spec)
-    if codec.native:
-        if n > 1:
-            raise ImageError(f"method {method!r} writes one image file; it cannot hold a stack")
-        assert native_file is not None
-        data = native_file
-        info: dict[str, Any] = dict(plane_entries[0])
-    else:
-        manifest = _bundle.make_manifest(
-            codec=codec.name,
-            params=resolved,
-            spec=spec,
-            planes=plane_entries,
-            figures={"psnr": psnr, "ssim": ssim},
-        )
-        data = _bundle.write_bytes(manifest, payloads)
-        info = {"planes": plane_entries} if n > 1 else dict(plane_entries[0])
+    data, info, psnr, ssim = assemble(codec, resolved, spec, planes)
+    decoded = _assemble([p.decoded for p in planes], spec)
+    enc_s = sum(p.encode_s for p in planes)
+    dec_s = sum(p.decode_s for p in planes)
     return Result(
         image=decoded,
         bundle=data,
@@ -279,6 +255,37 @@ def compress(
         raw_nbytes=spec.raw_nbytes,
         info=info,
     )
+
+
+def assemble(
+    codec: registry.Codec, params: dict[str, Any], spec: ImageSpec, planes: list[Any]
+) -> tuple[bytes, dict[str, Any], float, float]:
+    """The file and figures of a compressed image from its planes, in stack order.
+
+    ``planes`` hold ``payloads``, ``meta``, ``sq_err`` and ``ssim`` (a
+    :class:`PlaneResult`, or a summary of one sent back by a dask task).  Returns the
+    bundle bytes (a baseline codec's own file), the info dict, PSNR and SSIM.
+    """
+    n = spec.n_planes
+    psnr = metrics.psnr_from_mse(sum(p.sq_err for p in planes) / max(spec.size, 1), spec.data_range)
+    ssim = float(np.mean([p.ssim for p in planes]))
+    entries = [p.meta for p in planes]
+    if codec.native:
+        return planes[0].payloads["file"], dict(entries[0]), psnr, ssim
+    payloads = {
+        (f"p{i}/" if n > 1 else "") + name: data
+        for i, p in enumerate(planes)
+        for name, data in p.payloads.items()
+    }
+    manifest = _bundle.make_manifest(
+        codec=codec.name,
+        params=params,
+        spec=spec,
+        planes=entries,
+        figures={"psnr": psnr, "ssim": ssim},
+    )
+    info = {"planes": entries} if n > 1 else dict(entries[0])
+    return _bundle.write_bytes(manifest, payloads), info, psnr, ssim
 
 
 def _encoder_hints(codec: registry.Codec, params: dict[str, Any], spec: ImageSpec) -> dict:

@@ -39,6 +39,7 @@ import scipy.linalg as sla
 from . import bundle as _bundle
 from . import metrics, registry
 from ._image import SUPPORTED_DTYPES, ImageSpec, dtype_range, from_unit, to_unit
+from .atomic import atomic_target
 from .codecs.svd import quantise_factors, reconstruct_rows
 from .errors import ImageError, ParameterError
 
@@ -481,9 +482,7 @@ def decompress_large(
     qu = decode_ints(data[lengths[0] : lengths[0] + lengths[1]], shape=(k, h), dtype=np.int32)
     qv = decode_ints(data[lengths[0] + lengths[1] :], shape=(k, w), dtype=np.int32)
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_target(out) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(h, w))
         band = _band_rows(w, band_mb)
         for r0 in range(0, h, band):
@@ -491,13 +490,6 @@ def decompress_large(
             mm[r0:r1] = from_unit(reconstruct_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
         mm.flush()
         del mm
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return out
 
 

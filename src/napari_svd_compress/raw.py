@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import secrets
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from napari_svd_compress.errors import ImageError, ParameterError, RawError
+
+from .atomic import atomic_target
 
 __all__ = [
     "RAW_EXTENSIONS",
@@ -541,34 +542,20 @@ def write_dng(
 
     import tifffile
 
-    # A temporary file in the destination folder, so that os.replace is an atomic rename.
-    # os.open with mode 0o666 keeps the user's umask (tempfile would force 0o600).
-    candidate = str(dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp")
-    tmp_name: str | None = None
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        os.close(os.open(candidate, flags, 0o666))
-        tmp_name = candidate
-        tifffile.imwrite(
-            tmp_name,
-            mosaic,
-            byteorder="<",
-            photometric=32803,  # CFA
-            subfiletype=0,  # the main (raw) image
-            software="napari-svd-compress",
-            metadata=None,
-            extratags=extratags,
-        )
-        os.replace(tmp_name, dest)
-        tmp_name = None
+        with atomic_target(dest) as tmp:
+            tifffile.imwrite(
+                tmp,
+                mosaic,
+                byteorder="<",
+                photometric=32803,  # CFA
+                subfiletype=0,  # the main (raw) image
+                software="napari-svd-compress",
+                metadata=None,
+                extratags=extratags,
+            )
     except OSError as exc:
         raise RawError(f"cannot write DNG {str(dest)!r}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return dest
 
 

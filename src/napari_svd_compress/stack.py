@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from . import bundle as _bundle
-from . import metrics, registry
+from . import registry
 from ._image import ImageSpec, inspect
-from .api import Result, compress_plane, decompress
+from .api import Result, assemble, compress_plane, decompress
 from .errors import ImageError
 
 __all__ = ["compress_stack"]
@@ -136,33 +135,8 @@ def compress_stack(
     tasks = plane_tasks(array, spec, codec.name, resolved)
     summaries = _run(tasks, client, progress)
     summaries.sort(key=lambda s: s.index)
-    # Same accumulation order as api.compress, so the figures (and the bundle) match.
-    sq_err = 0.0
-    ssims = []
-    payloads: dict[str, bytes] = {}
-    plane_entries = []
-    for s in summaries:
-        prefix = f"p{s.index}/" if n > 1 else ""
-        for name, data in s.payloads.items():
-            payloads[prefix + name] = data
-        plane_entries.append(s.meta)
-        sq_err += s.sq_err
-        ssims.append(s.ssim)
-    psnr = metrics.psnr_from_mse(sq_err / max(spec.size, 1), spec.data_range)
-    ssim = float(np.mean(ssims))
-    if codec.native:
-        data = summaries[0].payloads["file"]
-        info: dict[str, Any] = dict(plane_entries[0])
-    else:
-        manifest = _bundle.make_manifest(
-            codec=codec.name,
-            params=resolved,
-            spec=spec,
-            planes=plane_entries,
-            figures={"psnr": psnr, "ssim": ssim},
-        )
-        data = _bundle.write_bytes(manifest, payloads)
-        info = {"planes": plane_entries} if n > 1 else dict(plane_entries[0])
+    # The same assembly as api.compress, so the figures and the bundle match.
+    data, info, psnr, ssim = assemble(codec, resolved, spec, summaries)
     if out is not None:
         from .atomic import atomic_write
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ...atomic import atomic_target
 from ...errors import (
     BundleContentError,
     BundleError,
@@ -129,12 +130,10 @@ def write_model(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    with atomic_target(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
         for k, v in members.items():
             zf.writestr(k, v)
-    os.replace(tmp, path)
     return path
 
 
