@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         return gui.open_viewer(dng)
     print(f"no display: running the demo headless on {dng}")
     image, meta = read_raw(dng)
-    camera = f"{meta.get('make', '')} {meta.get('model', '')}".strip()
+    cam = meta.get("camera") or {}
+    camera = f"{cam.get('make', '')} {cam.get('model', '')}".strip() or "unknown camera"
     print(f"decoded {dng.name}: {image.shape[1]}x{image.shape[0]} {image.dtype} ({camera})")
     header = f"{'method':<22}{'bytes':>9}{'bpp':>8}{'ratio':>8}{'PSNR':>8}{'SSIM':>8}{'s':>7}"
     print(header)
