@@ -12,6 +12,7 @@ progress callback checks.  This module imports neither napari nor Qt.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
@@ -263,6 +264,8 @@ def shared() -> CompressProcess:
     with _shared_lock:
         if _shared is None:
             _shared = CompressProcess()
+            # Reap the child at exit rather than leaving it to the closing pipe.
+            atexit.register(_shared.close)
         return _shared
 
 
