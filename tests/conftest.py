@@ -47,3 +47,50 @@ def notifications():
             return [str(n.message) for n in self.all()]
 
     return Recorded()
+
+
+# --- a codec registered by the tests: slow, can fail, to test progress, cancel, errors ---
+
+
+def _slow_encode(plane, params, progress):
+    import time
+
+    from napari_svd_compress.errors import ImageError
+    from napari_svd_compress.registry import Encoded
+
+    for i in range(params["steps"]):
+        time.sleep(0.02)
+        progress(i / params["steps"])
+    if params["fail"]:
+        raise ImageError("deliberate failure for the test")
+    return Encoded(meta={"mean": float(plane.mean())})
+
+
+def _slow_decode(meta, payloads, shape):
+    return np.full(shape, meta["mean"], dtype=np.float32)
+
+
+@pytest.fixture
+def slow_codec():
+    """Register ``slowtest``: sleeps ``steps`` x 20 ms, keeps only the mean, may fail."""
+    from napari_svd_compress import registry
+    from napari_svd_compress.registry import Codec, Param
+
+    codec = registry.register(
+        Codec(
+            name="slowtest",
+            label="Slow test codec",
+            description="Sleeps, reports progress, keeps only the mean.",
+            params=(
+                Param("steps", int, 10, "How many 20 ms naps.", low=1, high=10_000),
+                Param("fail", bool, False, "Raise an ImageError at the end."),
+                Param("note", str, None, "An optional path.", path=True),
+            ),
+            encode=_slow_encode,
+            decode=_slow_decode,
+            channels=None,
+            sweep=("steps", (1, 2)),
+        )
+    )
+    yield codec
+    registry._REGISTRY.pop("slowtest", None)

@@ -12,8 +12,6 @@ from matplotlib.backend_bases import MouseEvent
 from conftest import synthetic_rgb
 from napari_svd_compress import registry
 from napari_svd_compress._rd_widget import RateDistortionWidget
-from napari_svd_compress.errors import ImageError
-from napari_svd_compress.registry import Codec, Encoded, Param
 from napari_svd_compress.sweep import COLUMNS, DEFAULT_METHODS
 
 PLUGIN = "napari-svd-compress"
@@ -32,47 +30,13 @@ def _wait(widget: RateDistortionWidget, qtbot) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=JOB_TIMEOUT_MS)
 
 
-def _slow_encode(plane, params, progress):
-    for i in range(params["steps"]):
-        time.sleep(0.02)
-        progress(i / params["steps"])
-    if params["fail"]:
-        raise ImageError("deliberate failure for the test")
-    return Encoded(meta={"mean": float(plane.mean())})
-
-
-def _slow_decode(meta, payloads, shape):
-    return np.full(shape, meta["mean"], dtype=np.float32)
-
-
-@pytest.fixture
-def slow_codec():
-    codec = registry.register(
-        Codec(
-            name="slowrd",
-            label="Slow test codec",
-            description="Sleeps, keeps only the mean.",
-            params=(
-                Param("steps", int, 10, "How many 20 ms naps.", low=1, high=10_000),
-                Param("fail", bool, False, "Raise an ImageError at the end."),
-            ),
-            encode=_slow_encode,
-            decode=_slow_decode,
-            channels=None,
-            sweep=("steps", (1, 2)),
-        )
-    )
-    yield codec
-    registry._REGISTRY.pop("slowrd", None)
-
-
 def test_method_checkboxes_follow_the_registry(viewer_widget, slow_codec):
     _, widget = viewer_widget
     widget.refresh_methods()  # a codec registered later appears by itself
     assert list(widget._checks) == registry.available()
     assert widget.selected_methods() == [m for m in registry.available() if m in DEFAULT_METHODS]
-    widget.set_methods(["svd", "slowrd"])
-    assert widget.selected_methods() == ["svd", "slowrd"]
+    widget.set_methods(["svd", "slowtest"])
+    assert widget.selected_methods() == ["svd", "slowtest"]
     with pytest.raises(ValueError, match="nope"):
         widget.set_methods(["nope"])
 
@@ -137,8 +101,8 @@ def test_a_failing_method_is_a_warning(viewer_widget, qtbot, slow_codec, notific
     viewer, widget = viewer_widget
     viewer.add_image(synthetic_rgb(48, 48), name="photo")
     widget.refresh_methods()
-    widget.set_methods(["jpeg", "slowrd"])
-    widget.points = {"jpeg": [50], "slowrd": [{"steps": 1, "fail": True}]}
+    widget.set_methods(["jpeg", "slowtest"])
+    widget.points = {"jpeg": [50], "slowtest": [{"steps": 1, "fail": True}]}
     widget.run_sweep()
     _wait(widget, qtbot)
     assert widget.table.methods == ["jpeg"]
@@ -149,8 +113,8 @@ def test_cancel_a_running_sweep(viewer_widget, qtbot, slow_codec):
     viewer, widget = viewer_widget
     viewer.add_image(synthetic_rgb(48, 48), name="photo")
     widget.refresh_methods()
-    widget.set_methods(["slowrd"])
-    widget.points = {"slowrd": [25] * 20}  # 20 points of 0.5 s: 10 s if not cancelled
+    widget.set_methods(["slowtest"])
+    widget.points = {"slowtest": [25] * 20}  # 20 points of 0.5 s: 10 s if not cancelled
     started = time.perf_counter()
     widget.run_sweep()
     qtbot.wait(200)

@@ -12,8 +12,6 @@ from qtpy.QtCore import QTimer
 
 from napari_svd_compress import registry
 from napari_svd_compress._widget import COLUMNS, CompressWidget
-from napari_svd_compress.errors import ImageError
-from napari_svd_compress.registry import Codec, Encoded, Param
 
 PLUGIN = "napari-svd-compress"
 JOB_TIMEOUT_MS = 120_000
@@ -37,43 +35,6 @@ def _psnr(a, b, data_range):
     from skimage.metrics import peak_signal_noise_ratio
 
     return peak_signal_noise_ratio(np.asarray(a), np.asarray(b), data_range=data_range)
-
-
-# --- a codec registered by the test: slow, can fail, to test cancelling and errors ------
-
-
-def _slow_encode(plane, params, progress):
-    for i in range(params["steps"]):
-        time.sleep(0.02)
-        progress(i / params["steps"])
-    if params["fail"]:
-        raise ImageError("deliberate failure for the test")
-    return Encoded(meta={"mean": float(plane.mean())})
-
-
-def _slow_decode(meta, payloads, shape):
-    return np.full(shape, meta["mean"], dtype=np.float32)
-
-
-@pytest.fixture
-def slow_codec():
-    codec = registry.register(
-        Codec(
-            name="slowtest",
-            label="Slow test codec",
-            description="Sleeps, reports progress, keeps only the mean.",
-            params=(
-                Param("steps", int, 10, "How many 20 ms naps.", low=1, high=10_000),
-                Param("fail", bool, False, "Raise an ImageError at the end."),
-                Param("note", str, None, "An optional path.", path=True),
-            ),
-            encode=_slow_encode,
-            decode=_slow_decode,
-            channels=None,
-        )
-    )
-    yield codec
-    registry._REGISTRY.pop("slowtest", None)
 
 
 # --- the form ---------------------------------------------------------------------------
