@@ -70,7 +70,7 @@ def measure(path: str, rank: int, mode: str) -> dict:
 
         r = compress_large(path, rank=rank, out=path + ".svdz")
         fig = {"psnr": r.psnr, "bytes": r.nbytes, "bpp": r.bpp, "encode_s": r.encode_s}
-        fig["measure_s"] = r.measure_s
+        fig["measure_s"] = r.decode_s
     elif mode == "decode":
         from napari_svd_compress.large import decompress_large
 

@@ -5,8 +5,8 @@ that point's setting and adds the result as a layer.
 The sweep itself is :func:`napari_svd_compress.sweep.sweep` and the plot
 :func:`~napari_svd_compress.sweep.plot_rd`, drawn into a matplotlib Qt canvas inside the
 dock.  The layer picker, the progress and cancel handling and the adding of result layers
-are :class:`~napari_svd_compress._widget.CompressWidget`'s own methods, borrowed (not
-copied) so that both widgets behave and name their layers the same way.
+come from the mixins the Compress widget is built on, so that both widgets behave and
+name their layers the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import _compress_process, registry
-from ._widget import _POLL_MS, _PROGRESS_STEPS, _STEP_MS, CompressWidget, Run
+from ._widget import _POLL_MS, _PROGRESS_STEPS, _STEP_MS, Run, _Jobs, _LayerPicker
 from .atomic import atomic_write
 from .errors import Cancelled, SVDCompressError
 from .sweep import DEFAULT_METHODS, SweepTable, plot_rd, sweep
@@ -123,7 +123,7 @@ def _sweep_job(
     return "ok", (SweepTable(rows=rows), failures)
 
 
-class RateDistortionWidget(QWidget):
+class RateDistortionWidget(_LayerPicker, _Jobs, QWidget):
     """Rate-distortion curves of an image layer, one per selected method.
 
     Parameters
@@ -139,20 +139,6 @@ class RateDistortionWidget(QWidget):
         Per method, sweep values to use instead of the codec's defaults (as for
         :func:`~napari_svd_compress.sweep.sweep`'s ``points``).
     """
-
-    # The layer picker, progress polling, cancelling and result layers: CompressWidget's
-    # methods, which rely only on the attributes set in __init__ below.
-    _is_result = staticmethod(CompressWidget._is_result)
-    _refresh_layers = CompressWidget._refresh_layers
-    _on_active = CompressWidget._on_active
-    current_layer = CompressWidget.current_layer
-    set_layer = CompressWidget.set_layer
-    running = CompressWidget.running
-    cancel = CompressWidget.cancel
-    _show_progress = CompressWidget._show_progress
-    _on_finished = CompressWidget._on_finished
-    _add_result = CompressWidget._add_result
-    _later = CompressWidget._later
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -233,7 +219,7 @@ class RateDistortionWidget(QWidget):
         self._on_active()
         self._update_buttons()
 
-    # -- hooks of the borrowed CompressWidget methods -------------------------------------
+    # -- hooks of the shared mixins --------------------------------------------------------
 
     def _refresh_table_names(self) -> None:
         """Nothing to rename: this widget lists no layer names."""

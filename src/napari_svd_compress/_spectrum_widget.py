@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
 
 from . import _linalg, registry
 from ._image import ImageSpec, inspect, to_unit
-from ._widget import CompressWidget, _Editor, _RuleEditor
+from ._widget import _Editor, _LayerPicker, _RuleEditor
 from .codecs import svd
 from .color import COLOR_SPACES, to_space
 from .errors import SVDCompressError
@@ -108,7 +108,7 @@ def _spectra_job(
         return "error", f"{type(exc).__name__}: {exc}"
 
 
-class SpectrumWidget(QWidget):
+class SpectrumWidget(_LayerPicker, QWidget):
     """Singular-value spectrum of an image layer, with the rank a rule keeps marked.
 
     Parameters
@@ -125,12 +125,6 @@ class SpectrumWidget(QWidget):
     marked_ranks : list of int
         The rank per channel that the current rule and value pick (as the SVD codec would).
     """
-
-    # The layer picker is the Compress widget's (relying on _layers, layer_combo and the
-    # hooks _update_buttons and _refresh_table_names defined below).
-    _refresh_layers = CompressWidget._refresh_layers
-    current_layer = CompressWidget.current_layer
-    set_layer = CompressWidget.set_layer
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -193,7 +187,7 @@ class SpectrumWidget(QWidget):
         self._on_active()
         self.refresh()
 
-    # -- hooks of the borrowed CompressWidget methods -------------------------------------
+    # -- hooks of the shared mixins --------------------------------------------------------
 
     def _refresh_table_names(self) -> None:
         """Nothing to rename: the plot's title is redrawn with the next spectrum."""

@@ -266,7 +266,150 @@ def _difference(source: Any, decoded: np.ndarray, rgb: bool) -> np.ndarray:
 # --- the widget -----------------------------------------------------------------------------
 
 
-class CompressWidget(QWidget):
+class _LayerPicker:
+    """An image-layer picker that follows the active layer (shared by the dock widgets).
+
+    The widget provides ``viewer``, ``_layers``, ``layer_combo`` and the hooks
+    ``_update_buttons`` and ``_refresh_table_names``.
+    """
+
+    @staticmethod
+    def _is_result(layer: Any) -> bool:
+        entry = getattr(layer, "metadata", {}).get(META_KEY)
+        return isinstance(entry, dict) and "source_layer" in entry
+
+    def _refresh_layers(self, event: Any = None) -> None:
+        current = self.current_layer()
+        for layer in self._layers:
+            layer.events.name.disconnect(self._refresh_layers)
+        self._layers = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        for layer in self._layers:
+            self.layer_combo.addItem(layer.name)
+            layer.events.name.connect(self._refresh_layers)
+        if current in self._layers:
+            self.layer_combo.setCurrentIndex(self._layers.index(current))
+        self.layer_combo.blockSignals(False)
+        if event is not None and getattr(event, "type", None) == "name":
+            self._refresh_table_names()
+        self._update_buttons()
+
+    def _on_active(self, event: Any = None) -> None:
+        # Follow the active layer, except onto our own results: the picker then stays on the
+        # source, so that the next run with other parameters compresses the original again.
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and active in self._layers and not self._is_result(active):
+            self.layer_combo.setCurrentIndex(self._layers.index(active))
+
+    def current_layer(self) -> Image | None:
+        """The image layer the picker shows."""
+        i = self.layer_combo.currentIndex()
+        return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def set_layer(self, layer: Image) -> None:
+        """Pick ``layer`` (it must be an image layer of the viewer)."""
+        self.layer_combo.setCurrentIndex(self._layers.index(layer))
+
+
+class _Jobs:
+    """Progress polling, cancelling and adding result layers (shared by the dock widgets).
+
+    The widget provides ``worker``, ``_pending``, ``_fraction``, ``_poll``, ``_cancel_flag``,
+    the progress and status widgets, ``runs`` and the hooks ``_update_buttons``,
+    ``_append_row`` and ``_add_error_map``.
+    """
+
+    @property
+    def running(self) -> bool:
+        """Whether a job is running or its result is still being added to the viewer."""
+        return self.worker is not None or self._pending
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next progress report."""
+        if self.running:
+            self._cancel_flag.set()
+            self.cancel_button.setEnabled(False)
+            self.status_label.setText("cancelling…")
+
+    def _show_progress(self) -> None:
+        self.progress_bar.setValue(int(min(max(self._fraction, 0.0), 1.0) * _PROGRESS_STEPS))
+
+    def _on_finished(self) -> None:
+        self._poll.stop()
+        self.worker = None
+        self._update_buttons()
+
+    def _add_result(self, result: Result, error_map: np.ndarray | None, source: Image) -> None:
+        # The arrays are ready; what is left is napari's own work of adding a layer (Qt
+        # controls, the vispy node) and of uploading its texture.  For a 24-megapixel image
+        # each costs a good part of the 250 ms budget, so the layer is added hidden and shown
+        # in a later turn of the event loop, and the error map after that.
+        figures = result.figures()
+        name = f"{source.name} [{result.label}]"
+        metadata = {
+            "figures": figures,
+            META_KEY: {
+                "bundle": result.bundle,
+                "source_layer": source.name,
+                "label": result.label,
+                "info": result.info,
+            },
+        }
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "rgb": bool(source.rgb),
+            "scale": source.scale,
+            "translate": source.translate,
+            "contrast_limits": list(source.contrast_limits),
+            "metadata": metadata,
+            "visible": False,
+        }
+        if not source.rgb:
+            kwargs["colormap"] = source.colormap
+            kwargs["gamma"] = source.gamma
+        layer = self.viewer.add_layer(Image(result.image, **kwargs))
+        run = Run(
+            layer=layer,
+            source=source.name,
+            method=result.method,
+            params=result.params,
+            figures=figures,
+        )
+        self.runs.append(run)
+        self._append_row(run)
+        self.status_label.setText(
+            f"{name}: {result.nbytes} bytes, {result.bpp:.3f} bpp, "
+            f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f}"
+        )
+        steps = [lambda: setattr(layer, "visible", True)]
+        if error_map is not None:
+            added: list[Image] = []
+            steps.append(
+                lambda: added.append(self._add_error_map(error_map, name, figures, source))
+            )
+            steps.append(lambda: setattr(added[0], "visible", True))
+        self._later(steps)
+
+    def _later(self, steps: list[Any]) -> None:
+        """Run ``steps`` one per turn of the event loop (the widget is busy until the last)."""
+        if not steps:
+            self._pending = False
+            self._update_buttons()
+            return
+        self._pending = True
+        self._update_buttons()
+
+        def step() -> None:
+            try:
+                steps[0]()
+            finally:
+                self._later(steps[1:])
+
+        QTimer.singleShot(_STEP_MS, step)
+
+
+class CompressWidget(_LayerPicker, _Jobs, QWidget):
     """Compress an image layer with any registered method and compare the results.
 
     Parameters
@@ -369,44 +512,6 @@ class CompressWidget(QWidget):
 
     # -- layers ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _is_result(layer: Any) -> bool:
-        entry = getattr(layer, "metadata", {}).get(META_KEY)
-        return isinstance(entry, dict) and "source_layer" in entry
-
-    def _refresh_layers(self, event: Any = None) -> None:
-        current = self.current_layer()
-        for layer in self._layers:
-            layer.events.name.disconnect(self._refresh_layers)
-        self._layers = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        for layer in self._layers:
-            self.layer_combo.addItem(layer.name)
-            layer.events.name.connect(self._refresh_layers)
-        if current in self._layers:
-            self.layer_combo.setCurrentIndex(self._layers.index(current))
-        self.layer_combo.blockSignals(False)
-        if event is not None and getattr(event, "type", None) == "name":
-            self._refresh_table_names()
-        self._update_buttons()
-
-    def _on_active(self, event: Any = None) -> None:
-        # Follow the active layer, except onto our own results: the picker then stays on the
-        # source, so that the next run with other parameters compresses the original again.
-        active = self.viewer.layers.selection.active
-        if isinstance(active, Image) and active in self._layers and not self._is_result(active):
-            self.layer_combo.setCurrentIndex(self._layers.index(active))
-
-    def current_layer(self) -> Image | None:
-        """The image layer the picker shows."""
-        i = self.layer_combo.currentIndex()
-        return self._layers[i] if 0 <= i < len(self._layers) else None
-
-    def set_layer(self, layer: Image) -> None:
-        """Pick ``layer`` (it must be an image layer of the viewer)."""
-        self.layer_combo.setCurrentIndex(self._layers.index(layer))
-
     # -- methods and parameters -----------------------------------------------------------
 
     def refresh_methods(self) -> None:
@@ -493,11 +598,6 @@ class CompressWidget(QWidget):
         return out
 
     # -- running --------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        """Whether a job is running or its result is still being added to the viewer."""
-        return self.worker is not None or self._pending
 
     def _update_buttons(self) -> None:
         self.compress_button.setEnabled(not self.running and self.current_layer() is not None)
@@ -589,21 +689,6 @@ class CompressWidget(QWidget):
         worker.start()
         return worker
 
-    def cancel(self) -> None:
-        """Ask the running job to stop at its next progress report."""
-        if self.running:
-            self._cancel_flag.set()
-            self.cancel_button.setEnabled(False)
-            self.status_label.setText("cancelling…")
-
-    def _show_progress(self) -> None:
-        self.progress_bar.setValue(int(min(max(self._fraction, 0.0), 1.0) * _PROGRESS_STEPS))
-
-    def _on_finished(self) -> None:
-        self._poll.stop()
-        self.worker = None
-        self._update_buttons()
-
     def _on_returned(self, out: tuple[str, Any], source: Image) -> None:
         status, payload = out
         if status == "cancelled":
@@ -622,74 +707,6 @@ class CompressWidget(QWidget):
         # repaints) before napari's work of adding the layer starts.
         self._pending = True
         QTimer.singleShot(_STEP_MS, lambda: self._add_result(result, error_map, source))
-
-    def _add_result(self, result: Result, error_map: np.ndarray | None, source: Image) -> None:
-        # The arrays are ready; what is left is napari's own work of adding a layer (Qt
-        # controls, the vispy node) and of uploading its texture.  For a 24-megapixel image
-        # each costs a good part of the 250 ms budget, so the layer is added hidden and shown
-        # in a later turn of the event loop, and the error map after that.
-        figures = result.figures()
-        name = f"{source.name} [{result.label}]"
-        metadata = {
-            "figures": figures,
-            META_KEY: {
-                "bundle": result.bundle,
-                "source_layer": source.name,
-                "label": result.label,
-                "info": result.info,
-            },
-        }
-        kwargs: dict[str, Any] = {
-            "name": name,
-            "rgb": bool(source.rgb),
-            "scale": source.scale,
-            "translate": source.translate,
-            "contrast_limits": list(source.contrast_limits),
-            "metadata": metadata,
-            "visible": False,
-        }
-        if not source.rgb:
-            kwargs["colormap"] = source.colormap
-            kwargs["gamma"] = source.gamma
-        layer = self.viewer.add_layer(Image(result.image, **kwargs))
-        run = Run(
-            layer=layer,
-            source=source.name,
-            method=result.method,
-            params=result.params,
-            figures=figures,
-        )
-        self.runs.append(run)
-        self._append_row(run)
-        self.status_label.setText(
-            f"{name}: {result.nbytes} bytes, {result.bpp:.3f} bpp, "
-            f"PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f}"
-        )
-        steps = [lambda: setattr(layer, "visible", True)]
-        if error_map is not None:
-            added: list[Image] = []
-            steps.append(
-                lambda: added.append(self._add_error_map(error_map, name, figures, source))
-            )
-            steps.append(lambda: setattr(added[0], "visible", True))
-        self._later(steps)
-
-    def _later(self, steps: list[Any]) -> None:
-        """Run ``steps`` one per turn of the event loop (the widget is busy until the last)."""
-        if not steps:
-            self._pending = False
-            self._update_buttons()
-            return
-        self._pending = True
-        self._update_buttons()
-
-        def step() -> None:
-            try:
-                steps[0]()
-            finally:
-                self._later(steps[1:])
-
-        QTimer.singleShot(_STEP_MS, step)
 
     def _add_error_map(
         self, error_map: np.ndarray, name: str, figures: dict[str, Any], source: Image

@@ -95,6 +95,14 @@ class Result:
         text = registry.get(self.method).label_for(self.params)
         return f"{self.method} {text}".strip()
 
+    def summary(self) -> str:
+        """One line of figures, as the command line prints them."""
+        return (
+            f"{self.label}: {self.nbytes:,} bytes, {self.bpp:.3f} bpp, "
+            f"ratio {self.ratio:.1f}:1, PSNR {self.psnr:.2f} dB, SSIM {self.ssim:.4f}, "
+            f"encode {self.encode_s:.2f} s, decode {self.decode_s:.2f} s"
+        )
+
     def figures(self) -> dict[str, Any]:
         """The figures as a JSON-safe dict (what the widget puts in layer metadata)."""
         return {

@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import scipy.linalg as sla
 from . import bundle as _bundle
 from . import metrics, registry
 from ._image import SUPPORTED_DTYPES, ImageSpec, dtype_range, from_unit, to_unit
+from .api import Result
 from .atomic import atomic_target
 from .codecs.svd import quantise_factors, reconstruct_rows
 from .errors import ImageError, ParameterError
@@ -61,73 +62,13 @@ ProgressFn = Callable[[float], None]
 
 
 @dataclass
-class LargeResult:
-    """The outcome of :func:`compress_large` (no decoded image: it would not fit).
+class LargeResult(Result):
+    """The outcome of :func:`compress_large`: a :class:`~napari_svd_compress.Result`
+    whose ``image`` is None (the decoded plane would not fit), with ``path``, where the
+    bundle was written (or None).  ``decode_s`` is the time of the measuring pass, which
+    decodes the plane band by band; SSIM is NaN unless asked for."""
 
-    Attributes
-    ----------
-    bundle : bytes
-        The .svdz bundle (small: the factors).
-    path : Path or None
-        Where it was written.
-    shape, dtype
-        Of the input plane.
-    psnr, ssim : float
-        Of the decoded plane against the input (SSIM is NaN unless asked for).
-    encode_s : float
-        Wall-clock seconds of the factorisation, quantisation and coding.
-    measure_s : float
-        Seconds of the measuring pass.
-    params, info : dict
-        The svd codec's parameters and the plane's meta (rank, step, lengths).
-    """
-
-    bundle: bytes
-    path: Path | None
-    shape: tuple[int, int]
-    dtype: np.dtype
-    psnr: float
-    ssim: float
-    encode_s: float
-    measure_s: float
-    params: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    method = "svd"
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.bundle)
-
-    @property
-    def pixels(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-    @property
-    def bpp(self) -> float:
-        return self.nbytes * 8 / self.pixels
-
-    @property
-    def ratio(self) -> float:
-        return self.pixels * self.dtype.itemsize / self.nbytes
-
-    @property
-    def label(self) -> str:
-        return f"svd r={self.info['channels'][0]['rank']} (large)"
-
-    def figures(self) -> dict[str, Any]:
-        """The figures as a JSON-safe dict (as :meth:`napari_svd_compress.Result.figures`)."""
-        return {
-            "method": "svd",
-            "params": dict(self.params),
-            "bytes": self.nbytes,
-            "bpp": self.bpp,
-            "ratio": self.ratio,
-            "psnr": self.psnr,
-            "ssim": self.ssim,
-            "encode_s": self.encode_s,
-            "decode_s": self.measure_s,
-        }
+    path: Path | None = None
 
 
 class _Rows:
@@ -404,16 +345,18 @@ def compress_large(
         path = atomic_write(out, data)
     report(1.0)
     return LargeResult(
+        image=None,
         bundle=data,
-        path=path,
-        shape=(h, w),
-        dtype=spec.dtype,
+        method="svd",
+        params=params,
         psnr=psnr,
         ssim=ssim_value,
         encode_s=encode_s,
-        measure_s=measure_s,
-        params=params,
+        decode_s=measure_s,
+        pixels=h * w,
+        raw_nbytes=h * w * spec.dtype.itemsize,
         info=plane_meta,
+        path=path,
     )
 
 
@@ -558,11 +501,7 @@ def maybe_compress_large(args: Any, src: Path, params: dict[str, Any]) -> int | 
         fig.update(input=str(src), written=[str(out)] if out else [], info=result.info)
         print(json.dumps(fig, indent=1, default=str))
     else:
-        print(
-            f"{src}: {result.label}: {result.nbytes:,} bytes, {result.bpp:.4f} bpp, "
-            f"ratio {result.ratio:.1f}:1, PSNR {result.psnr:.2f} dB, "
-            f"encode {result.encode_s:.1f} s"
-        )
+        print(f"{src}: {result.summary()}")
         if out:
             print(f"wrote {out}")
     return 0

@@ -186,14 +186,6 @@ def _refuse_input(out: Path, src: Path) -> None:
         raise ParameterError(f"refusing to overwrite the input file {src}")
 
 
-def format_figures(result: Result) -> str:
-    return (
-        f"{result.label}: {result.nbytes:,} bytes, {result.bpp:.3f} bpp, "
-        f"ratio {result.ratio:.1f}:1, PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.4f}, "
-        f"encode {result.encode_s:.2f} s, decode {result.decode_s:.2f} s"
-    )
-
-
 def _print_figures(result: Result, src: Path, written: Iterable[Path], *, as_json: bool) -> None:
     if as_json:
         out = result.figures()
@@ -202,7 +194,7 @@ def _print_figures(result: Result, src: Path, written: Iterable[Path], *, as_jso
         out["info"] = result.info
         print(json.dumps(out, indent=1, default=str))
         return
-    print(f"{src}: {format_figures(result)}")
+    print(f"{src}: {result.summary()}")
     for w in written:
         print(f"wrote {w}")
 
