@@ -132,7 +132,7 @@ def read_bundle_layers(path: PathOrPaths) -> list[LayerData]:
         # Read the file once; both the validation and the decoder work from these bytes.
         data = bundle.read_source(one)
         opened = bundle.open_bundle(data)
-        image = api.decompress(data, lazy=True)
+        image = api.decompress(opened, lazy=True)
     except SVDCompressError as exc:
         _notify_error(f"cannot open {name!r}: {exc}")
         return NO_LAYERS

@@ -353,7 +353,7 @@ def decode_plane(opened: _bundle.Bundle, index: int) -> np.ndarray:
 
 
 def decompress(
-    source: bytes | str | PathLike[str],
+    source: bytes | str | PathLike[str] | _bundle.Bundle,
     *,
     lazy: bool = False,
     progress: ProgressFn | None = None,
@@ -362,8 +362,9 @@ def decompress(
 
     Parameters
     ----------
-    source : bytes or path
-        The bundle's bytes or a path to it.
+    source : bytes, path or Bundle
+        The bundle's bytes, a path to it, or a bundle already opened with
+        :func:`napari_svd_compress.bundle.open_bundle` (not read again).
     lazy : bool
         For stacks, return a dask array that decodes each plane when it is read
         (what the napari reader does), instead of decoding everything now.
@@ -380,7 +381,7 @@ def decompress(
     BundleError
         For any malformed, truncated, hostile or unsupported file.
     """
-    opened = _bundle.open_bundle(source)
+    opened = source if isinstance(source, _bundle.Bundle) else _bundle.open_bundle(source)
     if opened.native is not None:
         return opened.native
     spec = opened.spec

@@ -50,7 +50,7 @@ def read_image(path: str | PathLike[str], **raw_options: Any) -> tuple[np.ndarra
         from .bundle import open_bundle
 
         opened = open_bundle(p)
-        return decompress(p), {"manifest": opened.manifest, "figures": opened.figures}
+        return decompress(opened), {"manifest": opened.manifest, "figures": opened.figures}
     if suffix == ".pkl":
         from .legacy import load_legacy
 
