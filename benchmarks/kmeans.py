@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import replace_section
 from PIL import Image
 
 import napari_svd_compress as nsc
-from napari_svd_compress.atomic import atomic_write
 from napari_svd_compress.metrics import psnr
 
 DEFAULT_PHOTO = "/work/shared/data/photos/Bridge_by_Sander_Klootwijk.png"
@@ -95,17 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Speed-up: {t_skl / t_ours:.1f}x, PSNR difference {r.psnr - p_skl:+.2f} dB.",
         "",
     ]
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# Benchmarks\n\n"
-    marker = "## k-means on a 24-megapixel photo"
-    if marker in text:
-        # Replace our previous section, keep everyone else's.
-        head, _, rest = text.partition(marker)
-        nxt = rest.find("\n## ")
-        text = head + "\n".join(section) + (rest[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(section)
-    atomic_write(out, text.encode())
+    replace_section(args.out, "## k-means on a 24-megapixel photo", section)
     return 0
 
 

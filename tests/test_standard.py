@@ -54,6 +54,14 @@ def test_quality_orders_size(rgb8):
     assert sizes[0] < sizes[1] < sizes[2]
 
 
+def test_jpeg_optimised_tables_keep_pixels_and_save_bytes(rgb8):
+    opt = nsc.compress(rgb8, "jpeg", quality=10)
+    plain = nsc.compress(rgb8, "jpeg", quality=10, optimize=False)
+    np.testing.assert_array_equal(opt.image, plain.image)
+    # Measured 1155 against 1522 bytes.
+    assert opt.nbytes < 0.9 * plain.nbytes
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_corrupt_file_raises_bundle_error(rgb8, method):
     r = nsc.compress(rgb8, method, quality=50)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -129,6 +131,23 @@ def decode_ints(
         raise
     except (zlib.error, lzma.LZMAError, struct.error, ValueError, OverflowError) as exc:
         raise BundleContentError(f"an integer payload is corrupt: {exc}") from None
+
+
+@contextmanager
+def stream_errors(what: str) -> Iterator[None]:
+    """Raise :class:`BundleContentError` for whatever a coder raises on a bad stream.
+
+    constriction reports corrupt input as assorted exceptions, some of them (Rust
+    panics) outside ``Exception``; interrupts still pass through.
+    """
+    try:
+        yield
+    except BundleContentError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise BundleContentError(f"{what} is corrupt: {exc}") from None
 
 
 def _rows(arr: np.ndarray) -> np.ndarray:
@@ -253,18 +272,12 @@ def _laplace_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.
     loc[first] = 0.0
     scale[first] = first_scale
     model = constriction.stream.model.QuantizedLaplace(int(lo), int(hi))
-    try:
+    with stream_errors("an entropy-coded payload"):
         coder = constriction.stream.stack.AnsCoder(words.astype(np.uint32))
         symbols = coder.decode(model, loc, scale).astype(np.int64)
         # A complete stream is used up exactly; anything else was cut or altered.
         if not coder.is_empty():
             raise BundleContentError("an entropy-coded payload is truncated or corrupt")
-    except BundleContentError:
-        raise
-    except BaseException as exc:  # constriction raises assorted types on bad streams
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        raise BundleContentError(f"an entropy-coded payload is corrupt: {exc}") from None
     rows = symbols.reshape(n_rows, n)
     rows[use_diff] = np.cumsum(rows[use_diff], axis=1)
     info = np.iinfo(dtype) if dtype.kind in "iu" else None

@@ -9,16 +9,23 @@ Two modes:
     ``d x d`` eigenproblem, 192 x 192 for 8 x 8 colour blocks, accumulated over bands of
     blocks so no copy of the image is made) are the transform, like JPEG's DCT but
     fitted to the picture.  The coefficients are quantised (per-component steps,
-    rate-distortion optimised) and coded by
-    :func:`~napari_svd_compress._entropy.encode_ints` with one row per component, whose
-    per-row Laplace models suit coefficients whose spread falls with the component index.
+    rate-distortion optimised) and coded by :mod:`~napari_svd_compress._block_context`
+    (component by component, with a model that follows the activity of each block's
+    neighbourhood; smooth components as residuals of a median prediction).
 ``rows``
     What the seed notebooks did: the image's rows, per channel, are the samples
     (dimension W), mean-centred; the leading ``k`` components are kept.
 
 In both modes the basis is quantised too, each vector with a step that makes its error
 a fraction of the coefficient error (see ``_quantise_basis``), so weak components cost
-little for their basis vectors.
+little for their basis vectors.  In blocks mode the basis vectors travel as their
+coordinates in a fixed block DCT (``_reference``): the learned vectors are close to
+DCT vectors, so most coordinates round to zero.
+
+Blocks mode decodes with a deblocking filter (``_deblock``): the decoded image is cut
+into blocks again at several offsets, projected on the basis, its small coefficients
+dropped, and the reconstructions averaged ("re-application" of the codec, Nosratinia
+2001).  The encoder measures its figures on the filtered image.
 
 Payloads: ``mean`` (int, float32 mean scaled), ``basis`` and ``coef`` (integers).
 """
@@ -30,8 +37,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import scipy.fft
 import scipy.linalg as sla
 
+from .. import _block_context
 from .._entropy import decode_ints, encode_ints
 from ..color import COLOR_SPACES, from_space, to_space
 from ..errors import BundleContentError
@@ -44,8 +53,9 @@ _LEVEL = 1.0 / 255.0
 # to zero.  Zero (plain rounding) measures best once _rdo has pruned what costs more
 # bits than it buys in PSNR (rows mode has no _rdo).
 _DEADZONE = 0.0
-# The basis quantisation error is this many times smaller than the coefficient error.
-_BASIS_FINENESS = 64.0
+# The basis quantisation error is this many times smaller than the coefficient error
+# (16 measured best of 8, 16, 32, 64 on the photos of docs/rate-distortion.md).
+_BASIS_FINENESS = 16.0
 _MEAN_SCALE = 1 << 12
 # Blocks per band when accumulating the covariance and projecting.
 _BAND_BLOCKS = 1 << 15
@@ -53,11 +63,6 @@ _MAX_BLOCK = 32
 # Rate-distortion optimised quantisation (see ``_rdo``); the entropy coder's smallest
 # Laplace scale.
 _RDO_PASSES = 1
-# The first component (about the block's mean) is quantised this much finer: it stays
-# correlated between neighbouring blocks, which the entropy coder's row differences
-# exploit, so its bits buy more than the within-block analysis predicts (JPEG's
-# quantisation tables do the same).
-_DC_FACTOR = 0.5
 _WEIGHT_GAMMA = 0.2
 _WEIGHT_MAX = 4.0
 _WEIGHT_UNIT = 64
@@ -65,6 +70,14 @@ _RDO_LAMBDA = 1.0
 _MIN_SCALE = 0.05
 # Finest automatic step (8-bit levels) of encode_patches.
 _MIN_STEP = 0.25
+# Deblocking: block offsets averaged (a square number) and the coefficient magnitude, in
+# steps, below which a re-projected coefficient is dropped.  On the photos of
+# docs/rate-distortion.md, 16 offsets and 0.2 measured best per unit of decode time
+# (BD-rate 12.4% -> -0.3%; 64 offsets -1.0% at 4x the time).
+DEBLOCK_CHOICES = (0, 4, 16, 64)
+_DEBLOCK_THRESHOLD = 0.2
+# Pixels on which the encoder measures whether the filter helps.
+_DEBLOCK_SAMPLE = 1 << 21
 
 PARAMS = (
     Param(
@@ -118,6 +131,14 @@ PARAMS = (
         low=2,
         high=_MAX_BLOCK,
     ),
+    Param(
+        "deblock",
+        int,
+        16,
+        "Deblocking filter of blocks mode: block offsets the decoder averages "
+        "(0 = off; more = smoother and slower to decode).",
+        choices=DEBLOCK_CHOICES,
+    ),
 )
 
 
@@ -130,6 +151,8 @@ def _short(params: Mapping[str, Any]) -> str:
     parts.append(f"q={params['step']:g}")
     if params["mode"] == "blocks" and params["block"] != 8:
         parts.append(f"b={params['block']}")
+    if params["mode"] == "blocks" and params.get("deblock", 16) != 16:
+        parts.append(f"db={params['deblock']}")
     return " ".join(parts)
 
 
@@ -163,12 +186,11 @@ def _step_weights(rms: np.ndarray, step: float) -> np.ndarray:
 
     Strong components get finer steps and weak ones coarser, ``(rms / step)^-gamma``
     (like JPEG's quantisation tables): the entropy coder codes strong rows cheaply
-    (the first as differences between neighbouring blocks, which stay correlated), and
+    (smooth ones as residuals of a prediction from neighbouring blocks), and
     weak sparse rows are the most expensive per coefficient.
     """
     ratio = np.maximum(rms, 1e-12) / step
     w = np.clip(ratio ** (-_WEIGHT_GAMMA), 1 / _WEIGHT_MAX, _WEIGHT_MAX)
-    w[:1] = min(w[0], _DC_FACTOR)
     return np.maximum(np.rint(w * _WEIGHT_UNIT), 1).astype(np.int32)
 
 
@@ -210,11 +232,13 @@ def _encode_blocks(
     choose_k: Callable[[np.ndarray], int],
     step: float | Callable[[np.ndarray, int], float],
     progress: Callable[[float], None],
+    deblock: int = 0,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Code plane ``x`` (already in its colour space) in ``b x b`` blocks.
 
     ``choose_k(eigenvalues)`` gives the number of components; ``step`` is the
-    coefficient step, or a function ``step(eigenvalues, k)``.
+    coefficient step, or a function ``step(eigenvalues, k)``; ``deblock`` the number
+    of offsets of the decoder's deblocking filter.
     """
     h, w, c = x.shape
     hp, wp = -(-h // b) * b, -(-w // b) * b
@@ -266,17 +290,66 @@ def _encode_blocks(
     # Components whose coefficients all quantised to zero need no basis vector.
     used = np.flatnonzero(np.any(coef != 0, axis=1))
     coef = coef[used]
-    qbasis, gains = _quantise_basis(vec[:, used], rms_all[used], step)
+    ref = _reference(b, x.shape[2])
+    qbasis, gains = _quantise_basis(ref @ vec[:, used], rms_all[used], step)
     meta = {"mode": "blocks", "block": b, "components": len(used), "step": step}
     meta["gains"] = gains.tolist()
+    # The step weights travel as the basis array's first column (or row, transposed:
+    # one Laplace model per DCT coordinate rather than per component, whichever is
+    # shorter; more components favour the transposed layout).
+    rows = np.concatenate([wq[used, None], qbasis], axis=1)
+    basis = min(
+        (encode_ints(rows), "dct"),
+        (encode_ints(np.ascontiguousarray(rows.T)), "dct-t"),
+        key=lambda t: len(t[0]),
+    )
+    meta["basis"] = basis[1]
+    if deblock and len(used):
+        # The filter assumes the basis codes the picture at any offset; fine steps (that
+        # keep detail it cannot re-project) and tiny images (a basis fitted to a few
+        # blocks) break that, so it is kept only where it measures better.
+        if _deblock_helps(x[:h, :w], coef, qbasis, gains, steps[used], mean_q, b, deblock):
+            meta["deblock"] = [deblock, _DEBLOCK_THRESHOLD]
+        progress(0.95)
     payloads = {
         "mean": encode_ints(qmean),
-        # The step weights travel as the basis array's first column.
-        "basis": encode_ints(np.concatenate([wq[used, None], qbasis], axis=1)),
-        "coef": encode_ints(coef, methods=("raw", "laplace")),
+        "basis": basis[0],
+        "coef": _block_context.encode(coef, nr, nc),
     }
     progress(1.0)
     return meta, payloads
+
+
+def _deblock_helps(x, coef, qbasis, gains, steps, mean, b: int, offsets: int) -> bool:
+    """Whether deblocking lowers the squared error of plane ``x`` (unpadded), measured
+    on up to four strips of about ``_DEBLOCK_SAMPLE`` pixels in all on large planes."""
+    h, w, c = x.shape
+    nr, nc = -(-h // b), -(-w // b)
+    vec = _basis_vectors(qbasis, gains.astype(np.float64), b, c)
+    mean32 = mean.astype(np.float32)
+    per_strip = max(1, _DEBLOCK_SAMPLE // (4 * nc * b * b))
+    if 4 * per_strip >= nr:
+        strips = [(0, nr)]
+    else:
+        strips = [(r, r + per_strip) for r in np.linspace(0, nr - per_strip, 4).astype(int)]
+    gain = 0.0
+    for r0, r1 in strips:
+        plain = _reconstruct(
+            coef[:, r0 * nc : r1 * nc], vec, steps, mean, ((r1 - r0) * b, nc * b, c), b
+        )
+        smooth = _deblock(plain, vec, steps, mean32, b, offsets, _DEBLOCK_THRESHOLD)
+        ref = x[r0 * b : r1 * b]
+        hh = ref.shape[0]
+        gain += _sq_err(plain[:hh, :w], ref) - _sq_err(smooth[:hh, :w], ref)
+    return gain > 0
+
+
+def _sq_err(a: np.ndarray, b: np.ndarray) -> float:
+    total = 0.0
+    for r in range(0, a.shape[0], 256):  # in bands: no full-size float64 temporary
+        d = a[r : r + 256].astype(np.float64) - b[r : r + 256]
+        total += float(np.vdot(d, d))
+    return total
 
 
 def _quantise_basis(vec: np.ndarray, rms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +366,67 @@ def _quantise_basis(vec: np.ndarray, rms: np.ndarray, step: float) -> tuple[np.n
     return np.rint(vec.T * gains[:, None]).astype(np.int32), gains
 
 
+def _reference(b: int, c: int) -> np.ndarray:
+    """Orthonormal ``d x d`` matrix whose rows are the separable block DCT vectors (times
+    an opponent colour transform for 3 channels), in the patch layout ``(y, x, channel)``."""
+    dct = scipy.fft.dct(np.eye(b), norm="ortho", axis=0)
+    if c == 3:
+        col = np.array([[1.0, 1.0, 1.0], [1.0, 0.0, -1.0], [1.0, -2.0, 1.0]])
+        col /= np.linalg.norm(col, axis=1, keepdims=True)
+    else:
+        col = np.eye(c)
+    return np.kron(np.kron(dct, dct), col)
+
+
+def _deblock(
+    out: np.ndarray,
+    vec: np.ndarray,
+    steps: np.ndarray,
+    mean: np.ndarray,
+    b: int,
+    offsets: int,
+    threshold: float,
+) -> np.ndarray:
+    """Average the re-projections of the decoded plane ``out`` (whole blocks) cut at
+    ``offsets`` block offsets; coefficients under ``threshold`` steps are dropped.
+
+    Blocking edges are not in the span of the basis at other offsets, so they
+    average out, while the picture, which the basis codes well at any offset, stays.
+    Band by band, so the memory is a few bands' worth.
+    """
+    hp, wp, c = out.shape
+    g = max(1, min(math.isqrt(offsets), b))
+    shifts = [(i * b // g, j * b // g) for i in range(g) for j in range(g)][1:]
+    proj = np.linalg.pinv(vec.astype(np.float64)).astype(np.float32)  # (d, k)
+    inv_steps = (1.0 / steps).astype(np.float32)
+    nr, nc = hp // b, wp // b
+    # Reflected indices of the plane extended by one block on every side.
+    cols = _reflect(np.arange(-b, wp + b), wp)
+    res = out.copy()
+    for r0, r1 in _bands(nr, nc + 1):
+        rows = _reflect(np.arange(r0 * b - b, r1 * b + b), hp)
+        slab = out[rows][:, cols]
+        hb = (r1 - r0) * b
+        for dy, dx in shifts:
+            z = slab[dy : dy + hb + b, dx : dx + wp + b]
+            p = _block_rows(z, b, 0, r1 - r0 + 1) - mean
+            co = (p @ proj) * inv_steps
+            co[np.abs(co) < threshold] = 0.0
+            rec = (co * steps) @ vec + mean
+            rec = rec.reshape(r1 - r0 + 1, nc + 1, b, b, c).transpose(0, 2, 1, 3, 4)
+            rec = rec.reshape(hb + b, wp + b, c)
+            res[r0 * b : r1 * b] += rec[b - dy : b - dy + hb, b - dx : b - dx + wp]
+    res *= np.float32(1.0 / (len(shifts) + 1))
+    return res
+
+
+def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices reflected into ``[0, n)`` (numpy's ``reflect`` padding)."""
+    period = max(2 * (n - 1), 1)
+    idx = np.abs(idx) % period
+    return np.where(idx >= n, period - idx, idx)
+
+
 def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape) -> np.ndarray:
     h, w, c = shape
     b = meta.get("block")
@@ -302,23 +436,54 @@ def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape
     k, step, gains = _check_common(meta, d)
     hp, wp = -(-h // b) * b, -(-w // b) * b
     nr, nc = hp // b, wp // b
-    n = nr * nc
+    deblock = meta.get("deblock", [0, 0.0])
+    if (
+        not isinstance(deblock, list)
+        or len(deblock) != 2
+        or deblock[0] not in DEBLOCK_CHOICES
+        or not isinstance(deblock[1], int | float)
+        or not 0.0 <= deblock[1] <= 100.0
+    ):
+        raise BundleContentError("pca: bad deblocking setting")
     mean = decode_ints(_get(payloads, "mean"), shape=(d,), dtype=np.int32) / _MEAN_SCALE
-    basis = decode_ints(_get(payloads, "basis"), shape=(k, d + 1), dtype=np.int32)
+    layout = meta.get("basis")
+    if layout == "dct":
+        basis = decode_ints(_get(payloads, "basis"), shape=(k, d + 1), dtype=np.int32)
+    elif layout == "dct-t":
+        basis = decode_ints(_get(payloads, "basis"), shape=(d + 1, k), dtype=np.int32).T
+    else:
+        raise BundleContentError(f"pca: unknown basis layout {layout!r}")
     wq, basis = basis[:, 0], basis[:, 1:]
     if np.any(wq <= 0) or np.any(wq > _WEIGHT_UNIT * _WEIGHT_MAX):
         raise BundleContentError("pca: a component's step weight is out of range")
     steps = (step * wq / _WEIGHT_UNIT).astype(np.float32)
-    coef = decode_ints(_get(payloads, "coef"), shape=(k, n), dtype=np.int32)
-    vec = (basis / gains[:, None]).astype(np.float32)  # (k, d)
-    out = np.empty((hp, wp, c), np.float32)
+    coef = _block_context.decode(_get(payloads, "coef"), k, nr, nc)
+    vec = _basis_vectors(basis, gains, b, c)
+    out = _reconstruct(coef, vec, steps, mean, (hp, wp, c), b)
+    if deblock[0] and k:
+        out = _deblock(out, vec, steps, mean.astype(np.float32), b, deblock[0], deblock[1])
+    return out[:h, :w]
+
+
+def _basis_vectors(qbasis: np.ndarray, gains: np.ndarray, b: int, c: int) -> np.ndarray:
+    """The decoder's basis, ``(k, d)`` float32, from the quantised DCT coordinates."""
+    return ((qbasis / gains[:, None]) @ _reference(b, c)).astype(np.float32)
+
+
+def _reconstruct(
+    coef: np.ndarray, vec: np.ndarray, steps: np.ndarray, mean: np.ndarray, shape, b: int
+) -> np.ndarray:
+    """The padded plane ``shape`` from quantised coefficients ``(k, blocks)``."""
+    hp, wp, c = shape
+    nr, nc = hp // b, wp // b
+    out = np.empty(shape, np.float32)
+    mean32 = mean.astype(np.float32)
     for r0, r1 in _bands(nr, nc):
-        p = (coef[:, r0 * nc : r1 * nc].T.astype(np.float32) * steps) @ vec
-        p += mean.astype(np.float32)
+        p = (coef[:, r0 * nc : r1 * nc].T.astype(np.float32) * steps) @ vec + mean32
         out[r0 * b : r1 * b] = (
             p.reshape(r1 - r0, nc, b, b, c).transpose(0, 2, 1, 3, 4).reshape((r1 - r0) * b, wp, c)
         )
-    return out[:h, :w]
+    return out
 
 
 # --- rows -------------------------------------------------------------------------
@@ -410,7 +575,12 @@ def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable[[float]
     step = float(params["step"]) * _LEVEL
     if params["mode"] == "blocks":
         meta, payloads = _encode_blocks(
-            x, params["block"], lambda eig: _choose_k(eig, params), step, progress
+            x,
+            params["block"],
+            lambda eig: _choose_k(eig, params),
+            step,
+            progress,
+            params["deblock"],
         )
     else:
         meta, payloads = _encode_rows(x, params, step, progress)
@@ -425,6 +595,7 @@ def encode_patches(
     choose_rank: Callable[[np.ndarray], int],
     step_scale: float,
     color: str = "rgb",
+    deblock: int = 16,
     progress: Callable[[float], None] = lambda f: None,
 ) -> Encoded:
     """Patch SVD for the ``svd`` codec's ``patch`` option: the matrix whose columns are the
@@ -443,7 +614,7 @@ def encode_patches(
     def step(eig: np.ndarray, k: int) -> float:
         return max(step_scale * math.sqrt(max(float(eig[k - 1]), 0.0)), _MIN_STEP * _LEVEL)
 
-    meta, payloads = _encode_blocks(x, block, choose_rank, step, progress)
+    meta, payloads = _encode_blocks(x, block, choose_rank, step, progress, deblock)
     meta["space"] = space
     return Encoded(meta=meta, payloads=payloads)
 
@@ -470,14 +641,14 @@ CODEC = register(
         name="pca",
         label="PCA (learned block transform)",
         description=(
-            "Principal components of the image's b x b blocks (all channels together, "
-            "after RGB to YCbCr) or of its rows; the basis and the quantised, "
-            "entropy-coded coefficients are stored."
+            "Principal components of the image's b x b blocks (all channels together) "
+            "or of its rows; the basis and the quantised, context-coded coefficients "
+            "are stored, and blocks are smoothed by a deblocking filter on decoding."
         ),
         params=PARAMS,
         encode=encode,
         decode=decode,
-        sweep=("step", (400.0, 280.0, 200.0, 140.0, 96.0, 64.0, 44.0, 30.0, 20.0, 14.0)),
+        sweep=("step", (400.0, 280.0, 200.0, 140.0, 96.0, 64.0, 44.0, 30.0, 20.0, 14.0, 10.0, 7.0)),
         short=_short,
     )
 )

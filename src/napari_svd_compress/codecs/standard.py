@@ -36,8 +36,9 @@ def _make_encode(fmt: str) -> Callable[[np.ndarray, dict[str, Any], Callable], E
         im = Image.fromarray(pixels[..., 0] if c == 1 else pixels, mode="L" if c == 1 else "RGB")
         options: dict[str, Any] = {"quality": int(params["quality"])}
         if fmt == "jpeg":
-            # Optimised Huffman tables cost nothing in quality and save a few percent.
-            options["optimize"] = True
+            # Optimised Huffman tables cost nothing in quality and save a few percent
+            # (up to half the file at the lowest qualities).
+            options["optimize"] = bool(params.get("optimize", True))
         elif fmt == "webp":
             options["method"] = 6
         elif fmt == "avif":
@@ -82,10 +83,21 @@ _SWEEPS = {
 }
 _DEFAULT_QUALITY = {"jpeg": 75, "webp": 75, "avif": 60}
 _LABELS = {"jpeg": "JPEG (Pillow)", "webp": "WebP (Pillow)", "avif": "AVIF (Pillow)"}
+_EXTRA_PARAMS = {
+    "jpeg": (
+        Param(
+            "optimize",
+            bool,
+            True,
+            "Optimised Huffman tables: the same pixels in a smaller file (off = Pillow's "
+            "default tables).",
+        ),
+    ),
+}
 
 
 def _short(params: Mapping[str, Any]) -> str:
-    return f"q={params['quality']}"
+    return f"q={params['quality']}" + ("" if params.get("optimize", True) else " plain")
 
 
 def _codec(fmt: str) -> Codec:
@@ -105,6 +117,7 @@ def _codec(fmt: str) -> Codec:
                 low=0,
                 high=100,
             ),
+            *_EXTRA_PARAMS.get(fmt, ()),
         ),
         encode=_make_encode(fmt),
         decode=_make_decode(fmt),

@@ -334,7 +334,9 @@ def _encode_patch(
             enc = run(lambda eig: k, lambda f: progress(0.5 * f))
             if rule == "target_bpp":
                 nbytes = sum(len(b) + member_overhead(n) for n, b in enc.payloads.items())
-                nbytes += params.get("_overhead", 0) + len(json.dumps(enc.meta)) + 2
+                # With the flag the result will carry ("false": the longer spelling).
+                meta = {**enc.meta, "target_met": False}
+                nbytes += params.get("_overhead", 0) + len(json.dumps(meta)) + 2
                 return nbytes * 8 / (h * w) <= value, enc
             rec = pca.decode(enc.meta, enc.payloads, plane.shape)
             rec = np.clip(rec, 0, 1)

@@ -11,15 +11,17 @@ Encoding a plane:
    core latents are kept, so the assembled latent equals the untiled one up to
    floating-point noise.  Memory stays bounded by the tile size.
 3. Latents are multiplied by the level's channel gains and rounded to integers.
-4. The integers are range coded channel by channel (``constriction`` queue coder) with
-   the level's fixed integer frequency tables.  A channel's alphabet is
-   ``[lo, lo + size)`` plus an escape symbol; an escaped value is stored verbatim as
-   int32 in the ``escapes`` payload (in channel-major raster order).
+4. The integers are range coded channel by channel (``constriction`` queue coder) by
+   :mod:`.context`: discrete Laplace tables chosen per latent by the activity of its
+   neighbourhood in the channels coded before (the level's learned tables only fix
+   the channel order); escaped values are stored verbatim as int32 in the
+   ``escapes`` payload.
 
 Decoding reverses this; the synthesis transform also runs in tiles whose margins
 (``MARGIN`` latent positions, twice its receptive radius) are cropped, so there are no
-seams.  The tables do not depend on the image, so the decoded integers are identical on
-every machine; only the final float transform may differ in the last bits.
+seams.  The choice of table uses integer arithmetic only and the tables are integer, so
+the decoded integers are identical on every machine; only the final float transform
+may differ in the last bits.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BundleContentError, BundleError, BundleVersionError, ParameterError
+from ...errors import BundleContentError, BundleVersionError, ParameterError
 from ...registry import Encoded
+from . import context
 from .model import BUILTIN_PATH, LearnedModel, load_model
 
-__all__ = ["decode", "decode_latents", "encode", "encode_latents"]
+__all__ = ["channel_order", "decode", "decode_latents", "encode", "encode_latents"]
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2  # 2: context-adaptive coding (context.py) instead of fixed tables
 TILE = 48  # latent positions per tile side (768 px): bounds onnxruntime's buffers
 MARGIN = 4  # latent positions of context on interior tile sides
 _MAX_BITS_PER_SYMBOL = 64  # bound on payload size per latent symbol (validation)
@@ -113,72 +116,25 @@ def _synthesis(model: LearnedModel, latent: np.ndarray, hgt: int, wid: int) -> n
     return out
 
 
-def encode_latents(model: LearnedModel, level: int, symbols: np.ndarray) -> tuple[bytes, bytes]:
-    """Range-code integer latents ``(M, h, w)``; return (bitstream, escapes)."""
-    import constriction
+def channel_order(model: LearnedModel, level: int) -> np.ndarray:
+    """The order in which the channels of ``level`` are coded (see :mod:`.context`)."""
+    i = level - 1
+    return context.channel_order(model.pmf[i], model.lo[i], model.size[i])
 
-    cats = model.categoricals(level)
-    lo, size = model.lo[level - 1], model.size[level - 1]
-    enc = constriction.stream.queue.RangeEncoder()
-    escapes = []
-    for c in range(model.channels):
-        v = symbols[c].ravel().astype(np.int64) - int(lo[c])
-        esc = (v < 0) | (v >= size[c])
-        if esc.any():
-            escapes.append(symbols[c].ravel()[esc].astype("<i4"))
-            v[esc] = size[c]
-        enc.encode(v.astype(np.int32), cats[c])
-    words = enc.get_compressed()
-    esc_bytes = np.concatenate(escapes).tobytes() if escapes else b""
-    return words.astype("<u4").tobytes(), esc_bytes
+
+def encode_latents(model: LearnedModel, level: int, symbols: np.ndarray) -> dict[str, bytes]:
+    """Entropy-code integer latents ``(M, h, w)``; return the payloads."""
+    return context.encode(symbols, channel_order(model, level))
 
 
 def decode_latents(meta: Mapping[str, Any], payloads: Mapping[str, bytes]) -> np.ndarray:
     """Decode the integer latents ``(M, h, w)`` of an encoded plane (after validation).
 
-    The result depends only on the bitstream and the model's integer tables, so it is
+    The result depends only on the payloads and integer arithmetic, so it is
     bit-identical across machines and thread counts.
     """
-    model, level, (m, lh, lw) = _check(meta, payloads, None)
-    return _decode_symbols(model, level, m, lh, lw, meta, payloads)
-
-
-def _decode_symbols(model, level, m, lh, lw, meta, payloads) -> np.ndarray:
-    import constriction
-
-    data = payloads["latents"]
-    esc_data = payloads.get("escapes", b"")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    cats = model.categoricals(level)
-    lo, size = model.lo[level - 1], model.size[level - 1]
-    dec = constriction.stream.queue.RangeDecoder(words)
-    n = lh * lw
-    out = np.empty((m, n), np.int32)
-    n_esc = len(esc_data) // 4
-    escapes = np.frombuffer(esc_data, dtype="<i4")
-    used = 0
-    try:
-        for c in range(m):
-            v = np.asarray(dec.decode(cats[c], n), dtype=np.int64)
-            esc = v == size[c]
-            k = int(esc.sum())
-            if k:
-                if used + k > n_esc:
-                    raise BundleContentError("the bitstream has more escapes than stored values")
-                v[esc] = escapes[used : used + k].astype(np.int64) - int(lo[c])
-                used += k
-            out[c] = v + int(lo[c])
-    except BundleError:
-        raise
-    except Exception as exc:  # constriction reports a corrupt stream as various errors
-        raise BundleContentError(f"corrupt learned-codec bitstream: {exc}") from None
-    # A well-formed stream is consumed exactly; a truncated one (which constriction
-    # decodes into garbage without complaint) or one with trailing words is not.
-    if not dec.maybe_exhausted():
-        raise BundleContentError("learned-codec bitstream is truncated or has trailing data")
-    if used != n_esc:
-        raise BundleContentError("the escape payload does not match the bitstream")
-    return out.reshape(m, lh, lw)
+    model, level, shape = _check(meta, payloads, None)
+    return context.decode(payloads, shape, channel_order(model, level))
 
 
 def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> Encoded:
@@ -201,7 +157,7 @@ def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> 
     latent *= model.gain[level - 1][:, None, None]
     symbols = np.rint(latent).astype(np.int32)
     del latent
-    bits, escapes = encode_latents(model, level, symbols)
+    payloads = encode_latents(model, level, symbols)
     progress(1.0)
     meta = {
         "codec_version": CODEC_VERSION,
@@ -214,10 +170,10 @@ def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> 
         "latent_shape": [int(v) for v in symbols.shape],
         "stride": model.stride,
         "tiling": {"tile": TILE * model.stride, "margin": MARGIN * model.stride},
-        "crc32": zlib.crc32(bits),
-        "escapes": len(escapes) // 4,
+        "crc32": zlib.crc32(payloads["latents"]),
+        "escapes": len(payloads["escapes"]) // 4,
     }
-    return Encoded(meta=meta, payloads={"latents": bits, "escapes": escapes})
+    return Encoded(meta=meta, payloads=payloads)
 
 
 def _is_builtin(model: LearnedModel) -> bool:
@@ -276,10 +232,11 @@ def _check(
             )
     bits = payloads.get("latents")
     esc = payloads.get("escapes", b"")
-    if not isinstance(bits, bytes | bytearray | memoryview) or not isinstance(
-        esc, bytes | bytearray | memoryview
-    ):
-        raise BundleContentError("learned-codec payloads 'latents'/'escapes' are missing")
+    models = payloads.get("models")
+    if not all(isinstance(v, bytes | bytearray | memoryview) for v in (bits, esc, models)):
+        raise BundleContentError(
+            "learned-codec payloads 'latents', 'escapes' and 'models' are missing"
+        )
     n_sym = ls[0] * ls[1] * ls[2]
     if len(bits) % 4 or len(bits) > n_sym * _MAX_BITS_PER_SYMBOL // 8 + 64:
         raise BundleContentError(f"learned-codec bitstream has an invalid size ({len(bits)} B)")
@@ -296,7 +253,7 @@ def decode(
     """Decode one plane to float32 of exactly ``shape`` (H, W, 1 or 3)."""
     shape = tuple(int(v) for v in shape)
     model, level, (m, lh, lw) = _check(meta, payloads, shape)
-    symbols = _decode_symbols(model, level, m, lh, lw, meta, payloads)
+    symbols = context.decode(payloads, (m, lh, lw), channel_order(model, level))
     latent = symbols.astype(np.float32)
     del symbols
     latent *= model.inv_gain[level - 1][:, None, None]

@@ -155,7 +155,6 @@ class LearnedModel:
     info: dict[str, Any]
     graphs: dict[str, bytes] = field(repr=False)
     _sessions: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
-    _categoricals: dict[int, list[Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -179,21 +178,6 @@ class LearnedModel:
                 sess = _make_session(self.graphs[f"{which}.onnx"], threads)
                 self._sessions[key] = sess
             return sess
-
-    def categoricals(self, level: int) -> list[Any]:
-        """One constriction ``Categorical`` per channel for ``level`` (cached)."""
-        import constriction
-
-        with self._lock:
-            cats = self._categoricals.get(level)
-            if cats is None:
-                cats = []
-                for c in range(self.channels):
-                    n = int(self.size[level - 1, c]) + 1
-                    freq = self.pmf[level - 1, c, :n].astype(np.float64)
-                    cats.append(constriction.stream.model.Categorical(freq, perfect=False))
-                self._categoricals[level] = cats
-            return cats
 
 
 def _make_session(graph: bytes, threads: int):

@@ -305,6 +305,15 @@ class _Sampler:
 # --------------------------------------------------------------------------- train
 
 
+def _device(name: str):
+    """The torch device for ``--device`` (``auto``: CUDA when torch sees a GPU)."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def _lr_at(t: float, lr: float, warmup: float = 0.02) -> float:
     """Linear warm-up over the first 2 % of the run, then cosine decay to 5 % of ``lr``."""
     if t < warmup:
@@ -338,7 +347,10 @@ def train(args: argparse.Namespace) -> Path:
     ckpt_path = workdir / "checkpoint.pt"
     log_path = workdir / "log.csv"
 
-    model = build_model()
+    device = _device(args.device)
+    # On the device before the optimiser exists, so that resumed optimiser state lands
+    # there too.
+    model = build_model().to(device)
     # The priors and gains get a 10x larger learning rate: their parameters must move
     # by O(1) (e.g. narrowing the initial density) and a short run cannot wait for that.
     fast = [p for n, p in model.named_parameters() if n.startswith(("priors.", "log_"))]
@@ -362,8 +374,8 @@ def train(args: argparse.Namespace) -> Path:
         raise SystemExit(f"no usable training images (need at least {args.crop} px)")
     print(f"{len(images)} training images (with downscales)", flush=True)
     sampler = _Sampler(images, args.crop, args.seed + step)
-    lambdas = torch.tensor(LAMBDAS, dtype=torch.float32)
-    q_choices = torch.tensor([q - 1 for q in levels])
+    lambdas = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
+    q_choices = torch.tensor([q - 1 for q in levels], device=device)
 
     new_log = not log_path.exists() or step == 0
     logf = open(log_path, "w" if new_log else "a", newline="")
@@ -386,12 +398,12 @@ def train(args: argparse.Namespace) -> Path:
         return max(step / args.steps, (time.time() - t0) / budget)
 
     while progress() < 1.0:
-        if step % 50 == 0:
+        if step % 50 == 0 and device.type == "cpu":
             torch.set_num_threads(_threads_for_load(args.threads, torch.get_num_threads()))
         for g in opt.param_groups:
             g["lr"] = _lr_at(progress(), args.lr) * g["mult"]
-        x = torch.from_numpy(sampler.batch(args.batch))
-        q = q_choices[torch.randint(len(q_choices), (args.batch,))]
+        x = torch.from_numpy(sampler.batch(args.batch)).to(device)
+        q = q_choices[torch.randint(len(q_choices), (args.batch,), device=device)]
         x_hat, lik = model(x, q)
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
         bpp = -torch.log2(lik).sum(dim=(1, 2, 3)) / (x.shape[2] * x.shape[3])
@@ -404,9 +416,10 @@ def train(args: argparse.Namespace) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        mse_np, bpp_np, loss_f = mse.detach().numpy(), bpp.detach().numpy(), float(loss.detach())
+        mse_np, bpp_np = mse.detach().cpu().numpy(), bpp.detach().cpu().numpy()
+        loss_f, q_np = float(loss.detach()), q.cpu().numpy()
         for i in range(args.batch):
-            window.append((int(q[i]), float(mse_np[i]), float(bpp_np[i]), loss_f))
+            window.append((int(q_np[i]), float(mse_np[i]), float(bpp_np[i]), loss_f))
         done = progress() >= 1.0
         if step % args.log_every == 0 or done:
             arr = np.array(window)
@@ -617,7 +630,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int, default=128, help="crop size in pixels")
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--threads", type=int, default=2, help="max torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="max torch threads (CPU)")
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (CUDA when available), cpu, cuda"
+    )
     parser.add_argument("--init", default=None, help="start from this checkpoint (.pt)")
     parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument(

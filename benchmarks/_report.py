@@ -1,0 +1,21 @@
+"""Shared by the benchmarks: write one section of a markdown report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari_svd_compress.atomic import atomic_write
+
+
+def replace_section(path: str | Path, marker: str, lines: list[str]) -> None:
+    """Put ``lines`` (starting with the ``marker`` heading) into the markdown file at
+    ``path``, replacing the previous section with that heading and keeping the others."""
+    out = Path(path)
+    text = out.read_text() if out.exists() else "# Benchmarks\n\n"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        nxt = rest.find("\n## ")
+        text = head + "\n".join(lines) + (rest[nxt + 1 :] if nxt >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+    atomic_write(out, text.encode())
