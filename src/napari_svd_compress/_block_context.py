@@ -27,7 +27,7 @@ import struct
 
 import numpy as np
 
-from ._entropy import decode_ints, encode_ints, stream_errors
+from ._entropy import decode_ints, encode_ints, laplace_bits, stream_errors
 from .errors import BundleContentError
 
 _MAGIC = b"C1"
@@ -184,11 +184,6 @@ def _scales(base: np.float16, curve: int, classes: np.ndarray) -> np.ndarray:
     return np.maximum(float(base) * mult[classes], _MIN_SCALE)
 
 
-def _laplace_bits(a: np.ndarray, s: np.ndarray) -> float:
-    p = np.where(a < 0.5, -np.expm1(-0.5 / s), 0.5 * np.exp(-(a - 0.5) / s) * -np.expm1(-1.0 / s))
-    return float(-np.log2(np.maximum(p, 1e-300)).sum())
-
-
 def _fit(v: np.ndarray, cls: np.ndarray) -> tuple[float, int, np.float16]:
     """Bits, curve and base scale of the shortest code of magnitudes ``v`` in classes
     ``cls``."""
@@ -198,7 +193,7 @@ def _fit(v: np.ndarray, cls: np.ndarray) -> tuple[float, int, np.float16]:
         s0 = max(float(np.mean(v / mult)), _MIN_SCALE)
         for t in _SCALE_TRIES:
             b16 = np.float16(min(max(s0 * t, _MIN_SCALE), _F16_MAX))
-            bits = _laplace_bits(v, _scales(b16, c, cls))
+            bits = float(laplace_bits(v, _scales(b16, c, cls)).sum())
             if bits < best[0]:
                 best = (bits, c, b16)
     return best

@@ -183,6 +183,14 @@ _SCALE_TRIES = (0.3, 0.45, 0.6, 0.8, 1.0, 1.25)
 _FIT_COLUMNS = 2048
 
 
+def laplace_bits(magnitude: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Bits of each value at distance ``magnitude`` from the centre of a quantised Laplace
+    of ``scale``: ``P(x) = F(x + 1/2) - F(x - 1/2)`` (an encoder's estimate)."""
+    a, s = magnitude, scale
+    p = np.where(a < 0.5, -np.expm1(-0.5 / s), 0.5 * np.exp(-(a - 0.5) / s) * -np.expm1(-1.0 / s))
+    return -np.log2(np.maximum(p, 1e-300))
+
+
 def _refine_scale(values: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Per row, the candidate multiple of ``scale`` with the shortest quantised-Laplace code
     for ``values`` (a sample of the row)."""
@@ -191,11 +199,7 @@ def _refine_scale(values: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.
     best = scale.copy()
     for mult in _SCALE_TRIES:
         s = np.maximum(scale * mult, _MIN_SCALE)[:, None]
-        # P(x) = F(x + 1/2) - F(x - 1/2) for a Laplace of scale s centred on loc.
-        p = np.where(
-            a < 0.5, -np.expm1(-0.5 / s), 0.5 * np.exp(-(a - 0.5) / s) * -np.expm1(-1.0 / s)
-        )
-        bits = -np.log2(np.maximum(p, 1e-300)).sum(axis=1)
+        bits = laplace_bits(a, s).sum(axis=1)
         better = bits < best_bits
         best_bits[better] = bits[better]
         best[better] = s[better, 0]

@@ -41,9 +41,10 @@ import scipy.fft
 import scipy.linalg as sla
 
 from .. import _block_context
-from .._entropy import decode_ints, encode_ints
+from .._entropy import decode_ints, encode_ints, laplace_bits
 from ..color import COLOR_SPACES, from_space, to_space
 from ..errors import BundleContentError
+from ..metrics import squared_error
 from ..registry import Codec, Encoded, Param, register
 
 MODES = ("blocks", "rows")
@@ -172,15 +173,6 @@ def _deadzone(x: np.ndarray, step: float) -> np.ndarray:
     return (np.sign(x) * np.maximum(q, 0)).astype(np.int32)
 
 
-def _laplace_bits(v: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Bits of integers ``v`` under a zero-centred quantised Laplace of ``scale`` (per row)."""
-    s = scale[:, None]
-    a = np.abs(v)
-    p0 = -np.expm1(-0.5 / s)
-    p = np.where(a == 0, p0, 0.5 * np.exp(-(a - 0.5) / s) * -np.expm1(-1.0 / s))
-    return -np.log2(np.maximum(p, 1e-300))
-
-
 def _step_weights(rms: np.ndarray, step: float) -> np.ndarray:
     """Step of each component relative to ``step``, in 1/_WEIGHT_UNIT (integers).
 
@@ -202,9 +194,9 @@ def _rdo(c: np.ndarray, q: np.ndarray, scale: np.ndarray, wt2: np.ndarray) -> np
     lam = _RDO_LAMBDA * math.log(2) / 6 / wt2[:, None]
     nearer = q - np.sign(q)
     best = q
-    cost = (c - q) ** 2 + lam * _laplace_bits(q, scale)
+    cost = (c - q) ** 2 + lam * laplace_bits(np.abs(q), scale[:, None])
     for cand in (nearer, np.zeros_like(q)):
-        cc = (c - cand) ** 2 + lam * _laplace_bits(cand, scale)
+        cc = (c - cand) ** 2 + lam * laplace_bits(np.abs(cand), scale[:, None])
         better = cc < cost
         best = np.where(better, cand, best)
         cost = np.where(better, cc, cost)
@@ -340,16 +332,8 @@ def _deblock_helps(x, coef, qbasis, gains, steps, mean, b: int, offsets: int) ->
         smooth = _deblock(plain, vec, steps, mean32, b, offsets, _DEBLOCK_THRESHOLD)
         ref = x[r0 * b : r1 * b]
         hh = ref.shape[0]
-        gain += _sq_err(plain[:hh, :w], ref) - _sq_err(smooth[:hh, :w], ref)
+        gain += squared_error(plain[:hh, :w], ref) - squared_error(smooth[:hh, :w], ref)
     return gain > 0
-
-
-def _sq_err(a: np.ndarray, b: np.ndarray) -> float:
-    total = 0.0
-    for r in range(0, a.shape[0], 256):  # in bands: no full-size float64 temporary
-        d = a[r : r + 256].astype(np.float64) - b[r : r + 256]
-        total += float(np.vdot(d, d))
-    return total
 
 
 def _quantise_basis(vec: np.ndarray, rms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ same integers on every machine, like the factorized tables it replaces.
 
 from __future__ import annotations
 
+import functools
 import threading
 from fractions import Fraction
 
@@ -65,6 +66,7 @@ _costs: dict[int, np.ndarray] = {}
 _CHOICES = np.clip(np.arange(GRID)[None, :, None] + _OFFSETS[:, None, :], 0, GRID - 1)
 
 
+@functools.cache
 def _weights(j: int) -> tuple[int, np.ndarray]:
     """Radius ``R`` and integer weights of ``-R..R`` then the escape, for grid index j."""
     r = _RATIOS[j]
