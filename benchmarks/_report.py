@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_svd_compress.atomic import atomic_write
+from napari_svd_compress.fileio.atomic import atomic_write
 
 
 def replace_section(path: str | Path, marker: str, lines: list[str]) -> None:

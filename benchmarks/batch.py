@@ -6,7 +6,7 @@ Usage::
 
 Generates ``--files`` RGB PNGs (smooth shapes, texture and noise, so the SVD has
 work to do) in a temporary folder, then for each worker count starts a fresh
-LocalCluster (processes, one thread each), runs :func:`napari_svd_compress.batch.batch`
+LocalCluster (processes, one thread each), runs :func:`napari_svd_compress.pipelines.batch.batch`
 into a fresh output folder and reports the wall time of the batch itself (cluster
 start-up reported separately) and files per second.  A serial loop of
 :func:`napari_svd_compress.compress` in this process is the baseline.
@@ -61,8 +61,8 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from napari_svd_compress import compress
-    from napari_svd_compress.batch import batch
-    from napari_svd_compress.images import read_image
+    from napari_svd_compress.fileio.images import read_image
+    from napari_svd_compress.pipelines.batch import batch
 
     root = Path(tempfile.mkdtemp(prefix="svd-batch-bench-"))
     rows = []

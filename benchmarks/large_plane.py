@@ -66,13 +66,13 @@ def measure(path: str, rank: int, mode: str) -> dict:
     tracemalloc.start()
     t0 = time.perf_counter()
     if mode == "large":
-        from napari_svd_compress.large import compress_large
+        from napari_svd_compress.pipelines.large import compress_large
 
         r = compress_large(path, rank=rank, out=path + ".svdz")
         fig = {"psnr": r.psnr, "bytes": r.nbytes, "bpp": r.bpp, "encode_s": r.encode_s}
         fig["measure_s"] = r.decode_s
     elif mode == "decode":
-        from napari_svd_compress.large import decompress_large
+        from napari_svd_compress.pipelines.large import decompress_large
 
         decompress_large(path + ".svdz", path + ".decoded.npy")
         os.unlink(path + ".decoded.npy")

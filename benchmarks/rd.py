@@ -6,7 +6,7 @@ Usage::
         [--out docs/rate-distortion.md] [--plot docs/rd-photos.png] [--csv rd.csv]
 
 For each method and image, the codec's default sweep is run
-(:func:`napari_svd_compress.sweep.sweep`).  Reported per method: the Bjontegaard delta
+(:func:`napari_svd_compress.pipelines.sweep.sweep`).  Reported per method: the Bjontegaard delta
 rate against Pillow JPEG (``metrics.bd_rate`` per image on the points between 0.05 and 2
 bpp, averaged over images; negative = fewer bytes than JPEG at equal PSNR) and the mean
 PSNR at 0.25, 0.5 and 1 bpp (interpolated in log-rate on each image's curve).
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_svd_compress import registry
-from napari_svd_compress.atomic import atomic_write
-from napari_svd_compress.images import read_image
+from napari_svd_compress.fileio.atomic import atomic_write
+from napari_svd_compress.fileio.images import read_image
 from napari_svd_compress.metrics import bd_rate
-from napari_svd_compress.sweep import SweepTable, plot_rd, sweep
+from napari_svd_compress.pipelines.sweep import SweepTable, plot_rd, sweep
 
 # The reference is Pillow JPEG with optimised Huffman tables (the `jpeg` codec's
 # default); PLAIN, Pillow's default tables, is reported as a second reference: it needs

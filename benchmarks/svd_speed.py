@@ -71,7 +71,7 @@ def child(kind: str, path: str, rank: int | None, percent: float | None) -> dict
         out["ranks"] = [c["rank"] for c in r.info["channels"]]
         if rank:
             # The same truncation without quantisation, to separate the two losses.
-            from napari_svd_compress import _linalg
+            from napari_svd_compress.codecs import _linalg
             from napari_svd_compress.metrics import psnr
 
             rec = np.empty(image.shape, np.float32)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from qtpy.QtWidgets import QApplication
 
-    from napari_svd_compress.cli.gui import build_viewer
+    from napari_svd_compress._napari.viewer import build_viewer
 
     viewer, widget = build_viewer(None)
     viewer.window._qt_window.resize(1400, 860)

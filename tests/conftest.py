@@ -24,7 +24,7 @@ def rgb_image() -> np.ndarray:
 @pytest.fixture
 def dng_path(tmp_path, rgb_image):
     """A small Bayer DNG written by the library (no download, no camera)."""
-    from napari_svd_compress import raw
+    from napari_svd_compress.fileio import raw
 
     return raw.write_dng(tmp_path / "synthetic.dng", rgb_image)
 
@@ -52,7 +52,7 @@ def notifications():
 # --- a codec registered by the tests: slow, can fail, to test progress, cancel, errors ---
 
 
-def _slow_encode(plane, params, progress):
+def _slow_encode(plane, params, progress, container):
     import time
 
     from napari_svd_compress.errors import ImageError

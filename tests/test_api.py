@@ -121,3 +121,57 @@ def test_registry_schema_is_complete():
             assert len(defaults) == 1, (codec.name, g)
         resolved = codec.resolve({})
         assert set(resolved) == {p.name for p in codec.params}
+
+
+def test_encoders_get_the_container_as_an_argument(small, slow_codec):
+    """Codecs get their declared parameters only, and the container figures explicitly."""
+    import dataclasses
+
+    from napari_svd_compress.format.bundle import member_overhead
+
+    seen = []
+
+    def encode(plane, params, progress, container):
+        seen.append((dict(params), container))
+        return registry.Encoded(meta={"mean": 0.5})
+
+    codec = registry.register(dataclasses.replace(slow_codec, encode=encode))
+    overheads = {}
+    for name, image, quantum in (
+        ("uint8", small, 1 / 255),
+        ("uint16", small.astype(np.uint16), 1 / 65535),
+        ("float", small / 255.0, 0.0),
+        ("rgba", np.dstack([small] * 4), 1 / 255),
+    ):
+        seen.clear()
+        result = nsc.compress(image, "slowtest", steps=1)
+        ((params, container),) = seen
+        assert params == codec.resolve({"steps": 1})
+        assert isinstance(container, registry.Container)
+        assert container.quantum == pytest.approx(quantum)
+        overheads[name] = container.overhead
+        if name != "rgba":
+            # The bundle is the container around the meta: within a few bytes of figures.
+            meta = len('{"mean":0.5}')
+            assert abs(result.nbytes - (container.overhead + meta - 2)) <= 8, name
+    assert overheads["rgba"] >= overheads["uint8"] + member_overhead("alpha")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        registry.Container().quantum = 1.0  # type: ignore[misc]
+
+
+def test_make_result_is_what_compress_returns(small):
+    """compress() is compress_plane per plane, then api.make_result (as the pipelines)."""
+    from napari_svd_compress import api
+    from napari_svd_compress._image import inspect
+
+    stack = np.stack([small, small[::-1]])
+    codec = registry.get("svd")
+    resolved = codec.resolve({"target_bpp": 0.8})
+    spec = inspect(stack, codec=codec)
+    planes = [api.compress_plane(stack[i], spec, codec, resolved) for i in range(2)]
+    made = api.make_result(codec, resolved, spec, [p.figures() for p in planes])
+    direct = nsc.compress(stack, "svd", target_bpp=0.8)
+    assert made.bundle == direct.bundle and made.image is None
+    assert (made.psnr, made.ssim, made.info) == (direct.psnr, direct.ssim, direct.info)
+    for name in ("pixels", "raw_nbytes", "label", "method", "params"):
+        assert getattr(made, name) == getattr(direct, name), name

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_svd_compress import _block_context as bc
-from napari_svd_compress._entropy import encode_ints
 from napari_svd_compress.errors import BundleContentError
+from napari_svd_compress.format import block_context as bc
+from napari_svd_compress.format.entropy import encode_ints
 
 
 def _coefficients(rows: int, cols: int, k: int, seed: int = 0) -> np.ndarray:
@@ -79,3 +79,37 @@ def test_damaged_streams_raise():
             bc.decode(bad, 6, 20, 20)
     with pytest.raises(BundleContentError):
         bc.decode(data, 7, 20, 20)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (7, 30), (30, 7), (64, 96)])
+def test_median_prediction_is_inverted_exactly_on_any_shape(shape):
+    rng = np.random.default_rng(sum(shape))
+    for spread in (2, 3000):
+        x = rng.integers(-spread, spread, shape)
+        np.testing.assert_array_equal(bc._unmed(x - bc._med(x)), x)
+
+
+def _classes_v1(activity):
+    """``_classes`` as first written (nine shifted sums, six masked assignments)."""
+    a = np.pad(activity, 1, mode="edge")
+    rows, cols = activity.shape
+    s = sum(a[dy : dy + rows, dx : dx + cols] for dy in range(3) for dx in range(3))
+    total = int(s.sum())
+    cls = np.zeros(s.shape, np.int8)
+    if total == 0:
+        return cls
+    scaled = s * s.size
+    cls[s > 0] = 1
+    for j, (num, den) in enumerate(bc._EDGES):
+        cls[scaled * den >= total * num] = j + 2
+    return cls
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (40, 57)])
+def test_classes_equal_the_first_version(shape):
+    rng = np.random.default_rng(7)
+    sparse = rng.integers(0, 6, shape) * (rng.random(shape) < 0.3)
+    for activity in (sparse, sparse * 10**6, np.ones(shape, np.int64), np.zeros(shape, np.int64)):
+        got = bc._classes(activity)
+        assert got.dtype == np.int8
+        np.testing.assert_array_equal(got, _classes_v1(activity))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_svd_compress._entropy import coder_name, decode_ints, encode_ints
 from napari_svd_compress.errors import BundleContentError
+from napari_svd_compress.format.entropy import coder_name, decode_ints, encode_ints
 
 
 @pytest.mark.parametrize("dtype", ["int32", "int16", "uint8", "uint16", "int8", "bool"])

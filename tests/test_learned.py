@@ -23,7 +23,7 @@ from napari_svd_compress.codecs.learned.model import (
     BUILTIN_PATH,
     _digest,
     load_model,
-    write_model,
+    pack_model,
 )
 from napari_svd_compress.errors import (
     BundleContentError,
@@ -178,6 +178,143 @@ def test_tiled_matches_untiled(monkeypatch, astronaut):
     assert _psnr(out_whole, out_tiled) > 40
 
 
+def test_tiled_decode_matches_untiled(monkeypatch, encoded_levels):
+    """The synthesis' margin covers its receptive field: tiles change nothing but float
+    noise (the bundle's 16 x 16 latents, in 3 x 3 latent tiles)."""
+    enc = encoded_levels[4][0]
+    whole = codec.decode(enc.meta, enc.payloads, (256, 256, 3))
+    monkeypatch.setattr(codec, "TILE", 3)
+    tiled = codec.decode(enc.meta, enc.payloads, (256, 256, 3))
+    assert np.abs(tiled - whole).max() < 1e-5
+
+
+def test_decode_matches_stored_graph_and_old_tiling(monkeypatch, encoded_levels):
+    """The sub-pixel synthesis with 2-latent margins gives the image that the stored
+    graph (ConvTranspose) with the former 4-latent margins gave, up to float noise."""
+    enc = encoded_levels[4][0]
+    shape = (256, 256, 3)
+    monkeypatch.setattr(codec, "TILE", 5)
+    new = codec.decode(enc.meta, enc.payloads, shape)
+    model = load_model()
+    assert model.runtime_graph("synthesis") != model.graphs["synthesis.onnx"]
+    stored = {
+        w: model_module._make_session(model.graphs[f"{w}.onnx"], 0)
+        for w in ("analysis", "synthesis")
+    }
+    monkeypatch.setattr(model, "session", lambda which, threads=0: stored[which])
+    monkeypatch.setattr(codec, "MARGIN", 4)
+    old = codec.decode(enc.meta, enc.payloads, shape)
+    assert np.abs(new - old).max() < 2e-4  # a twentieth of a grey level
+    assert np.mean(np.round(new * 255) != np.round(old * 255)) < 1e-3
+    # The encoder's latents do not depend on the margin either.
+    img = _astronaut_crop()
+    a = codec.encode(img, {"quality": 4, "model": ""}, _noop)
+    monkeypatch.setattr(codec, "MARGIN", 2)
+    b = codec.encode(img, {"quality": 4, "model": ""}, _noop)
+    la, lb = codec.decode_latents(a.meta, a.payloads), codec.decode_latents(b.meta, b.payloads)
+    assert np.mean(la != lb) < 1e-3
+
+
+def _astronaut_crop() -> np.ndarray:
+    from skimage.data import astronaut as load
+
+    return load()[100:260, 150:374].astype(np.float32) / 255.0
+
+
+def test_encode_identical_across_thread_counts(monkeypatch):
+    """onnxruntime's thread count does not change a single latent (nor the bundle)."""
+    img = _astronaut_crop()
+    monkeypatch.setattr(codec, "TILE", 4)
+    payloads = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("NAPARI_SVD_LEARNED_THREADS", threads)
+        payloads.append(codec.encode(img, {"quality": 3, "model": ""}, _noop).payloads)
+    assert payloads[0] == payloads[1]
+
+
+def _onnx_ops(graph: bytes) -> list[str]:
+    m = model_module
+    (g,) = [v for n, _, v, _ in m._fields(graph) if n == 7]
+    return [m._strs(m._fields(bytes(v)), 4)[0] for n, _, v, _ in m._fields(bytes(g)) if n == 1]
+
+
+def test_builtin_synthesis_runs_as_subpixel_convolutions():
+    model = load_model()
+    assert "ConvTranspose" in _onnx_ops(model.graphs["synthesis.onnx"])
+    ops = _onnx_ops(model.runtime_graph("synthesis"))
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 4
+    assert model.runtime_graph("analysis") is model.graphs["analysis.onnx"]  # nothing to do
+
+
+def _convtranspose_graph(w, b, strides, pads, opad, group=1) -> bytes:
+    """A one-node ConvTranspose ONNX model, written with model.py's protobuf helpers."""
+    m = model_module
+    attrs = (
+        m._attr_ints("strides", strides)
+        + m._attr_ints("pads", pads)
+        + m._attr_ints("output_padding", opad)
+    )
+    if group != 1:
+        attrs += m._ef(
+            5, m._ef(1, "group") + m._ev(3 << 3) + m._ev(group) + m._ev(20 << 3) + m._ev(2)
+        )
+
+    def value_info(name, dims):
+        shape = b"".join(
+            m._ef(1, m._ev(1 << 3) + m._ev(d) if isinstance(d, int) else m._ef(2, d)) for d in dims
+        )
+        return m._ef(1, name) + m._ef(2, m._ef(1, m._ev(1 << 3) + m._ev(1) + m._ef(2, shape)))
+
+    graph = (
+        m._encode_node(["x", "w", "b"], ["y"], "ct", "ConvTranspose", attrs)
+        + m._ef(2, "g")
+        + m._encode_tensor("w", w)
+        + m._encode_tensor("b", b)
+        + m._ef(11, value_info("x", [1, w.shape[0], "h", "w"]))
+        + m._ef(12, value_info("y", [1, w.shape[1] * group, "oh", "ow"]))
+    )
+    opset = m._ef(1, "") + m._ev(2 << 3) + m._ev(17)
+    return m._ev(1 << 3) + m._ev(8) + m._ef(8, opset) + m._ef(7, graph)
+
+
+@pytest.mark.parametrize(
+    ("k", "s", "p", "op"),
+    [(5, 2, (2, 2), 1), (3, 2, (1, 1), 1), (4, 2, (1, 1), 0), (5, 3, (1, 1), 0), (3, 3, (0, 0), 0)],
+)
+def test_subpixel_rewrite_equals_convtranspose(k, s, p, op):
+    rng = np.random.default_rng(k * 10 + s)
+    w = rng.standard_normal((5, 3, k, k)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    graph = _convtranspose_graph(w, b, [s, s], [p[0], p[1], p[0], p[1]], [op, op])
+    new = model_module.subpixel_graph(graph)
+    assert new is not None and _onnx_ops(new) == ["Conv", "DepthToSpace"]
+    x = rng.standard_normal((1, 5, 6, 7)).astype(np.float32)
+    ya = model_module._make_session(graph, 1).run(None, {"x": x})[0]
+    yb = model_module._make_session(new, 1).run(None, {"x": x})[0]
+    assert ya.shape == yb.shape == (1, 3, 6 * s, 7 * s)
+    assert np.abs(ya - yb).max() < 1e-4
+    assert model_module._checked_rewrite(graph) == new
+
+
+def test_subpixel_rewrite_leaves_other_graphs_alone(monkeypatch):
+    w = np.ones((4, 2, 5, 5), np.float32)
+    b = np.zeros(2, np.float32)
+    grouped = _convtranspose_graph(w, b, [2, 2], [2, 2, 2, 2], [1, 1], group=2)
+    assert model_module.subpixel_graph(grouped) is None  # grouped: not covered
+    odd = _convtranspose_graph(w, b, [2, 2], [2, 2, 2, 2], [0, 0])  # output 2n - 1
+    assert model_module.subpixel_graph(odd) is None
+    assert model_module._checked_rewrite(b"not a graph") == b"not a graph"
+    # A rewrite that computed something else would be refused by the check.
+    good = _convtranspose_graph(w, b, [2, 2], [2, 2, 2, 2], [1, 1])
+    real = model_module._subpixel_weights
+    monkeypatch.setattr(
+        model_module,
+        "_subpixel_weights",
+        lambda *a: (lambda k, b2, p: (k * 1.01, b2, p))(*real(*a)),
+    )
+    assert model_module._checked_rewrite(good) is good
+
+
 def test_grayscale(astronaut):
     gray = np.ascontiguousarray(astronaut.mean(axis=2, keepdims=True))
     _enc, out = _roundtrip(gray, quality=5)
@@ -315,20 +452,22 @@ def test_hostile_model_files(tmp_path, astronaut, monkeypatch):
 
 
 def test_user_model_roundtrip_and_levels(tmp_path, astronaut):
-    """A model file written by ``write_model`` (as the trainer does) is usable."""
+    """A model file packed by ``pack_model`` (as the trainer does) is usable."""
     good = _members(BUILTIN_PATH)
     arrays = {
         k: np.load(io.BytesIO(good[f"{k}.npy"]), allow_pickle=False)
         for k in ("gain", "inv_gain", "pmf", "lo", "size")
     }
-    path = write_model(
-        tmp_path / "user.svdm",
-        name="user",
-        version="7",
-        levels=[2, 4],
-        analysis=good["analysis.onnx"],
-        synthesis=good["synthesis.onnx"],
-        arrays=arrays,
+    path = tmp_path / "user.svdm"
+    path.write_bytes(
+        pack_model(
+            name="user",
+            version="7",
+            levels=[2, 4],
+            analysis=good["analysis.onnx"],
+            synthesis=good["synthesis.onnx"],
+            arrays=arrays,
+        )
     )
     img = astronaut[:64, :96]
     enc = codec.encode(img, {"quality": 4, "model": str(path)}, _noop)
@@ -355,42 +494,79 @@ def test_through_api(astronaut):
 
 
 def test_train_without_torch(monkeypatch, capsys):
-    import argparse
-
-    from napari_svd_compress.codecs.learned import train
+    from napari_svd_compress.cli import main
 
     monkeypatch.setitem(sys.modules, "torch", None)  # makes ``import torch`` fail
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-    assert train.run(parser.parse_args(["--images", ".", "--steps", "1"])) == 2
-    assert "pip install 'napari-svd-compress[train]'" in capsys.readouterr().err
+    assert main(["train", "--images", ".", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'napari-svd-compress[train]'" in err and "\n" not in err
+
+
+def test_train_parser_needs_no_torch(capsys):
+    """The cli builds the train parser and checks its options without the training code."""
+    code = (
+        "import sys\n"
+        "from napari_svd_compress.cli import build_parser\n"
+        "args = build_parser().parse_args(['train', '--quality', '1-3,5', '--crop', '64'])\n"
+        "print(args.quality, args.crop, args.out)\n"
+        "print([m for m in sys.modules if m.startswith(('torch', 'napari_svd_compress.training'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[1, 2, 3, 5] 64 model.svdm", "[]"]
+    from napari_svd_compress.cli import main
+
+    for bad in ("0", "2-9", "x", "3-1"):
+        with pytest.raises(SystemExit):
+            main(["train", "--quality", bad])
+        assert "--quality" in capsys.readouterr().err
+
+
+def test_training_data_without_torch(tmp_path):
+    from PIL import Image
+
+    from napari_svd_compress.training.data import CropSampler, load_training_images
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    (tmp_path / "notes.txt").write_text("ignored")
+    skipped: list[str] = []
+    images = load_training_images(tmp_path, 48, use_skimage=False, log=skipped.append)
+    # a.png at scales 1 and 0.7 (56 x 67); 0.5 (40 x 48) is smaller than the crop.
+    assert [im.shape for im in images] == [(80, 96, 3), (56, 67, 3)]
+    assert len(skipped) == 1 and "b.png" in skipped[0]
+    batch = CropSampler(images, 48, seed=0).batch(5)
+    assert batch.shape == (5, 3, 48, 48) and batch.dtype == np.float32
+    assert 0.0 <= batch.min() and batch.max() <= 1.0
 
 
 @pytest.mark.slow
-def test_train_tiny_run_exports_usable_model(tmp_path):
+def test_train_tiny_run_exports_usable_model(tmp_path, capsys):
     """Two steps on one small image, exported and used: the user-training path."""
     pytest.importorskip("torch")
-    import argparse
-
     from PIL import Image
 
-    from napari_svd_compress.codecs.learned import train
+    from napari_svd_compress.cli import main
+    from napari_svd_compress.training.loop import train
 
     images = tmp_path / "imgs"
     images.mkdir()
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(images / "a.png")
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
     out = tmp_path / "tiny.svdm"
-    args = parser.parse_args(
-        ["--images", str(images), "--quality", "2-3", "--steps", "2", "--crop", "32"]
-        + ["--batch", "2", "--no-skimage", "--out", str(out), "--name", "tiny", "--threads", "1"]
-    )
-    assert train.run(args) == 0
+    argv = ["train", "--images", str(images), "--quality", "2-3", "--steps", "2", "--crop", "32"]
+    argv += ["--batch", "2", "--no-skimage", "--out", str(out), "--name", "tiny", "--threads", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1])["model"] == str(out)
     model = load_model(out)
     assert model.levels == (2, 3) and model.name == "tiny"
     assert (tmp_path / "tiny.svdm.d" / "log.csv").exists()
     img = rng.random((40, 50, 3), dtype=np.float32)
     enc = codec.encode(img, {"quality": 3, "model": str(out)}, _noop)
     assert codec.decode(enc.meta, enc.payloads, img.shape).shape == img.shape
+    # The library refuses what the networks cannot take.
+    with pytest.raises(ParameterError, match="multiple of 16"):
+        train(tmp_path / "w", images=images, crop=40, steps=1)
+    with pytest.raises(ParameterError, match="quality levels"):
+        train(tmp_path / "w", images=images, levels=[0], steps=1)

@@ -1,7 +1,7 @@
 """Lossy image compression by truncated SVD, PCA, k-means and a small learned codec.
 
 The library never imports napari or Qt; the napari plugin lives in the private
-``_reader``, ``_writer``, ``_widget`` and ``_sample_data`` modules.
+``_napari`` package.  The rooms and the import rule: docs/architecture.md.
 
 >>> import napari_svd_compress as nsc
 >>> from skimage import data
@@ -11,22 +11,9 @@ The library never imports napari or Qt; the napari plugin lives in the private
 
 from __future__ import annotations
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("napari-svd-compress")
-except Exception:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
-
+from ._version import __version__
 from .api import Result, compress, decompress
-from .errors import (
-    BundleError,
-    Cancelled,
-    ImageError,
-    ParameterError,
-    RawError,
-    SVDCompressError,
-)
+from .errors import BundleError, Cancelled, ImageError, ParameterError, RawError, SVDCompressError
 from .registry import available as available_methods
 from .registry import get as get_method
 

@@ -2,15 +2,18 @@
 
 A codec is a pair of pure functions over one image *plane*:
 
-``encode(plane, params, progress) -> Encoded``
+``encode(plane, params, progress, container) -> Encoded``
     ``plane`` is a C-contiguous float32 array of shape ``(H, W, C)`` with values in
     ``[0, 1]`` (the API has already scaled the input dtype's range into it and removed
     any alpha channel, which it stores losslessly itself).  ``C`` is 1 (grayscale) or
     3 (RGB), or any count if the codec's ``channels`` is ``None``.  ``params`` holds
-    every parameter of the codec, validated and with defaults filled in.
-    ``progress(fraction)`` may be called with a float in ``[0, 1]``; it raises
+    every parameter of the codec, validated and with defaults filled in, and nothing
+    else.  ``progress(fraction)`` may be called with a float in ``[0, 1]``; it raises
     :class:`~napari_svd_compress.errors.Cancelled` when the user cancels, so codecs
-    must call it from time to time and let the exception pass.
+    must call it from time to time and let the exception pass.  ``container`` is a
+    :class:`Container`: what the API will do around the codec's output (rounding to
+    the output dtype, the bundle's bytes around the payloads), for codecs that search
+    for a quality or a size target; the others ignore it.
 ``decode(meta, payloads, shape) -> ndarray``
     ``meta`` is the JSON-safe dict the encoder returned, ``payloads`` a mapping of
     name to bytes, ``shape`` the plane shape ``(H, W, C)``.  Returns float32 of that
@@ -24,7 +27,7 @@ command line and in sweeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,7 @@ from .errors import ParameterError
 
 __all__ = [
     "Codec",
+    "Container",
     "Encoded",
     "Param",
     "available",
@@ -115,6 +119,32 @@ class Param:
         return v
 
 
+@dataclass(frozen=True)
+class Container:
+    """What surrounds a codec's output in the result, for rate and quality searches.
+
+    The API measures a result on the image cast back to the input dtype and on the
+    whole file; a codec that searches for a PSNR or a bits-per-pixel target gets these
+    figures so that its own estimates match what the API will measure.
+
+    Attributes
+    ----------
+    quantum : float
+        The step of the output dtype in unit range (``1 / (max - min)`` of an integer
+        dtype, e.g. ``1/255`` for uint8), so a PSNR search can round as the API will;
+        0 for floating dtypes (no rounding).
+    overhead : float
+        Bytes of container around one plane's payloads: the plane's share of the
+        manifest and ZIP directory, plus the alpha payload's member header when the
+        image has alpha.  The codec adds its own payloads (with their ZIP member
+        headers, see :func:`~napari_svd_compress.format.bundle.member_overhead`) and its
+        plane meta as JSON.
+    """
+
+    quantum: float = 0.0
+    overhead: float = 0.0
+
+
 @dataclass
 class Encoded:
     """What an encoder returns: JSON-safe ``meta`` and named byte ``payloads``."""
@@ -149,20 +179,41 @@ class Codec:
         file: the single payload ``"file"`` is written as it is, not wrapped in .svdz.
     short : callable, optional
         ``short(params) -> str``: a compact label for layer names, e.g. ``"r=50"``.
+    encode_many : callable, optional
+        ``encode_many(plane, param_sets, progress, containers) -> iterator of Encoded``:
+        the same plane at several parameter sets, in order, sharing the work they have
+        in common (one factorisation for every rank); what sweeps use.  Without it
+        each set is encoded on its own.
+    decode_region : callable, optional
+        ``decode_region(meta, payloads, shape) -> region or None``, for codecs that can
+        decode part of a plane without the whole of it (svd): it validates the plane
+        as ``decode`` does and returns ``region(r0, r1, c0, c1, step)``, which decodes
+        rows ``r0:r1`` and columns ``c0:c1`` of the plane averaged over ``step`` x
+        ``step`` blocks (coordinates on that coarser grid) as float32 of shape
+        ``(r1 - r0, c1 - c0, C)``; or None when this plane cannot be decoded by parts.
+        What lets a bundle larger than memory be decoded lazily, tile by tile.
     """
 
     name: str
     label: str
     description: str
     params: tuple[Param, ...]
-    encode: Callable[[np.ndarray, dict[str, Any], Progress], Encoded]
+    encode: Callable[[np.ndarray, dict[str, Any], Progress, Container], Encoded]
     decode: Callable[[Mapping[str, Any], Mapping[str, bytes], tuple[int, ...]], np.ndarray]
     channels: tuple[int, ...] | None = (1, 3)
     sweep: tuple[str, tuple[Any, ...]] | None = None
     native: str | None = None
     short: Callable[[Mapping[str, Any]], str] | None = None
+    encode_many: (
+        Callable[[np.ndarray, list[dict[str, Any]], Progress, list[Container]], Iterator[Encoded]]
+        | None
+    ) = None
+    decode_region: (
+        Callable[[Mapping[str, Any], Mapping[str, bytes], tuple[int, ...]], Callable | None] | None
+    ) = None
 
     def param(self, name: str) -> Param:
+        """The parameter called ``name``; raise ParameterError if there is none."""
         for p in self.params:
             if p.name == name:
                 return p
@@ -219,13 +270,8 @@ def register(codec: Codec) -> Codec:
     return codec
 
 
-def _load_builtin() -> None:
-    from . import codecs  # noqa: F401  (importing registers the built-in codecs)
-
-
 def get(name: str) -> Codec:
     """Return the codec registered as ``name``."""
-    _load_builtin()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -236,10 +282,9 @@ def get(name: str) -> Codec:
 
 def available() -> list[str]:
     """Names of all registered codecs, in registration order."""
-    _load_builtin()
     return list(_REGISTRY)
 
 
 def all_codecs() -> Sequence[Codec]:
-    _load_builtin()
+    """All registered codecs, in registration order."""
     return list(_REGISTRY.values())

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SVDCompressError
-from . import batch, codec_cmds, demo, sweep, train
+from . import batch, codec_cmds, demo, export, sweep, train
 
 PROG = "napari-svd-compress"
 # The seed scripts took flags without a subcommand: treat those as `compress`.
@@ -20,6 +20,7 @@ _SEED_FLAGS = ("--file", "--percent", "--save_encoded", "--show_compressed")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the whole command line, one subparser per subcommand module."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _modules() -> list:
-    return [codec_cmds, sweep, batch, train, demo]
+    return [codec_cmds, sweep, batch, export, train, demo]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

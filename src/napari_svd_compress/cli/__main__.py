@@ -1,3 +1,5 @@
+"""``python -m napari_svd_compress.cli``: the command line."""
+
 import sys
 
 from . import main

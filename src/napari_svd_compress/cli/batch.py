@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..batch import MANIFEST_CSV, MANIFEST_JSONL, batch
+from ..pipelines.batch import MANIFEST_CSV, MANIFEST_JSONL, batch
 from .codec_cmds import add_codec_arguments, codec_params
 
 

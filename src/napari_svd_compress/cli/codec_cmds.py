@@ -13,14 +13,15 @@ import numpy as np
 
 from .. import registry
 from ..api import Result, compress, decompress
-from ..atomic import atomic_write
-from ..bundle import open_bundle
 from ..errors import ParameterError
-from ..images import default_output, display_available, read_image, write_jpeg, write_png
-from ..large import maybe_compress_large
+from ..fileio.atomic import atomic_write
+from ..fileio.images import default_output, display_available, read_image, write_jpeg, write_png
+from ..format.bundle import open_bundle
+from ..pipelines.large import LARGE_PARAMS, compress_large, wants_large
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``compress``, ``decompress`` and ``info`` subcommands."""
     _add_compress(sub)
     _add_decompress(sub)
     _add_info(sub)
@@ -142,11 +143,16 @@ def _input_path(args: argparse.Namespace) -> Path:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    """Run ``compress``; returns the exit status."""
     src = _input_path(args)
     params = codec_params(args)
-    status = maybe_compress_large(args, src, params)
-    if status is not None:
-        return status
+    if args.large and args.method == "svd":
+        unsupported = sorted(set(params) - set(LARGE_PARAMS))
+        if unsupported:
+            flags = " and ".join(f"--{name}" for name in LARGE_PARAMS)
+            raise ParameterError(f"--large takes {flags} only, not --{unsupported[0]}")
+    if wants_large(args.method, src, params, force=args.large):
+        return _run_compress_large(args, src, params)
     codec = registry.get(args.method)
     options = {"output_bits": args.raw_bits, "half_size": args.half_size} if _is_raw(src) else {}
     image, _ = read_image(src, **options)
@@ -175,8 +181,23 @@ def run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_compress_large(args: argparse.Namespace, src: Path, params: dict[str, Any]) -> int:
+    """``compress`` of a huge 2-D plane through the banded out-of-core SVD."""
+    out = None
+    if not args.no_bundle:
+        out = Path(
+            args.output or args.save_encoded or default_output(Path.cwd() / src.name, ".svdz")
+        )
+        _refuse_input(out, src)
+    result = compress_large(src, out=out, **params)
+    if args.jpg or args.png:
+        print("--jpg/--png: not written for large planes (decompress to .npy instead)")
+    _print_figures(result, src, [out] if out else [], as_json=args.json)
+    return 0
+
+
 def _is_raw(path: Path) -> bool:
-    from ..raw import is_raw_path
+    from ..fileio.raw import is_raw_path
 
     return is_raw_path(path) and path.suffix.lower() not in (".tif", ".tiff")
 
@@ -229,6 +250,7 @@ def _add_decompress(sub: argparse._SubParsersAction) -> None:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
+    """Run ``decompress``; returns the exit status."""
     src = Path(args.bundle)
     image = decompress(src)
     out = Path(args.output) if args.output else default_output(Path.cwd() / src.name, ".png")
@@ -272,6 +294,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    """Run ``info``; returns the exit status."""
     opened = open_bundle(args.bundle)
     manifest = dict(opened.manifest)
     figures = opened.figures

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from .. import registry
 from ..api import compress
-from ..atomic import atomic_write
-from ..images import display_available, write_jpeg
-from ..raw import make_sample_dng, read_raw
+from ..fileio.atomic import atomic_write
+from ..fileio.images import display_available, write_jpeg
+from ..fileio.raw import make_sample_dng, read_raw
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``demo`` subcommand."""
     p = sub.add_parser(
         "demo",
         help="napari with the plugin on the bundled sample (headless: the same from the CLI)",
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the demo (napari, or headless); returns the exit status."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dng = make_sample_dng(out / "sample.dng")

@@ -10,13 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from os import PathLike
-from pathlib import Path
-from typing import Any
-
-from ..errors import ImageError
-
-PLUGIN = "napari-svd-compress"
-_OWN_SUFFIXES = (".svdz", ".pkl")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,36 +28,6 @@ def run(args: argparse.Namespace) -> int:
     return open_viewer(args.image)
 
 
-def _uses_this_plugin(path: Path) -> bool:
-    from ..raw import is_raw_path
-
-    return is_raw_path(path) or path.suffix.lower() in _OWN_SUFFIXES
-
-
-def build_viewer(path: str | PathLike[str] | None = None, *, show: bool = True) -> tuple[Any, Any]:
-    """A napari viewer with ``path`` (or the sample RAW) open and the widget docked.
-
-    Returns
-    -------
-    viewer : napari.Viewer
-    widget : CompressWidget
-    """
-    import napari
-
-    viewer = napari.Viewer(title="napari-svd-compress", show=show)
-    if path is None:
-        viewer.open_sample(PLUGIN, "raw")
-    else:
-        p = Path(path)
-        if not p.is_file():
-            viewer.close()
-            raise ImageError(f"{p}: no such file")
-        plugin = PLUGIN if _uses_this_plugin(p) else None
-        viewer.open(str(p), plugin=plugin)
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Compress")
-    return viewer, widget
-
-
 def open_viewer(path: str | PathLike[str] | None = None) -> int:
     """Open napari on ``path`` (or the sample RAW) with the widget docked; block until closed.
 
@@ -73,7 +36,7 @@ def open_viewer(path: str | PathLike[str] | None = None) -> int:
     int
         The exit status: 0, or 2 when no display is available.
     """
-    from ..images import display_available
+    from ..fileio.images import display_available
 
     if not display_available():
         print(
@@ -81,8 +44,7 @@ def open_viewer(path: str | PathLike[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    import napari
+    from .._napari.viewer import run_viewer
 
-    build_viewer(path)
-    napari.run()
+    run_viewer(path)
     return 0

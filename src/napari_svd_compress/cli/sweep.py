@@ -7,7 +7,7 @@ import sys
 
 from .. import registry
 from ..errors import ParameterError
-from ..sweep import DEFAULT_METHODS, plot_rd, sweep
+from ..pipelines.sweep import DEFAULT_METHODS, plot_rd, sweep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep; return the exit status."""
-    from ..images import read_image
+    from ..fileio.images import read_image
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:

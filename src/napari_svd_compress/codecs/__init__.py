@@ -5,4 +5,5 @@ from . import svd
 from . import pca
 from . import kmeans
 from . import standard
+from . import imagecodecs_baselines
 from . import learned

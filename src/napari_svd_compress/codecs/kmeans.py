@@ -11,7 +11,7 @@ pixels), which makes an image with at most ``k`` colours exact.
 
 The palette is sorted by lightness so that neighbouring indices are similar colours and
 the index map (one row per image row) suits
-:func:`~napari_svd_compress._entropy.encode_ints`.  Grayscale images are clustered in
+:func:`~napari_svd_compress.format.entropy.encode_ints`.  Grayscale images are clustered in
 one dimension.
 
 Payloads: ``palette`` (uint16, ``k x C``, values in 1/65535) and ``index`` (``H x W``).
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .._entropy import decode_ints, encode_ints
 from ..errors import BundleContentError
-from ..registry import Codec, Encoded, Param, register
+from ..format.entropy import decode_ints, encode_ints
+from ..registry import Codec, Container, Encoded, Param, register
 
 SPACES = ("rgb", "lab")
 _BAND_PIXELS = 1 << 20
@@ -166,7 +166,13 @@ def _code_colors(codes: np.ndarray, c: int) -> np.ndarray:
     return np.stack([(codes >> 16) & 255, (codes >> 8) & 255, codes & 255], axis=1) / 255.0
 
 
-def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable[[float], None]) -> Encoded:
+def encode(
+    plane: np.ndarray,
+    params: dict[str, Any],
+    progress: Callable[[float], None],
+    container: Container,
+) -> Encoded:
+    """Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused."""
     h, w, c = plane.shape
     k = params["colors"]
     space = params["space"] if c == 3 else "rgb"

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleContentError
-from ..registry import Codec, Encoded, Param, register
-from .native import decode_native, sniff
+from ..format.native import decode_native, sniff
+from ..registry import Codec, Container, Encoded, Param, register
 
 # Pillow's format names and the save options that matter for rate-distortion.
 _FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
@@ -26,8 +26,13 @@ def _to_uint8(plane: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(plane * 255.0), 0, 255).astype(np.uint8)
 
 
-def _make_encode(fmt: str) -> Callable[[np.ndarray, dict[str, Any], Callable], Encoded]:
-    def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable) -> Encoded:
+def _make_encode(
+    fmt: str,
+) -> Callable[[np.ndarray, dict[str, Any], Callable, Container], Encoded]:
+    def encode(
+        plane: np.ndarray, params: dict[str, Any], progress: Callable, container: Container
+    ) -> Encoded:
+        """Encode one plane as a file of the format; ``container`` is unused."""
         from PIL import Image
 
         progress(0.0)

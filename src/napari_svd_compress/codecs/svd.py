@@ -8,7 +8,7 @@ same quantisation error (``step^2 / 6`` per pixel), which is the classic
 equal-distortion rule of transform coding, and components much weaker than the step
 cost almost nothing.  ``step`` is set so that quantisation costs ``qloss`` dB of PSNR
 against the exact truncation.  The integer rows are coded by
-:func:`~napari_svd_compress._entropy.encode_ints` (ANS with a Laplace model per row).
+:func:`~napari_svd_compress.format.entropy.encode_ints` (ANS with a Laplace model per row).
 
 Payload ``svd``: per channel, ``k`` float32 amplitudes then the two coded integer
 arrays (``k x H`` and ``k x W``); their byte lengths are in the plane's meta.
@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from .. import _linalg
-from .._entropy import decode_ints, encode_ints
-from ..bundle import member_overhead
-from ..color import COLOR_SPACES, from_space, to_space
-from ..errors import BundleContentError, ParameterError
-from ..registry import Codec, Encoded, Param, register
+from .. import metrics
+from .._image import from_unit, inspect, to_unit
+from ..errors import BundleContentError, ImageError, ParameterError
+from ..format.bundle import member_overhead
+from ..format.entropy import decode_ints, encode_ints
+from ..registry import Codec, Container, Encoded, Param, register
+from . import _linalg, pca
+from .color import COLOR_SPACES, from_space, to_space
 
 _DECODE_ROWS = 1024
 RULES = ("rank", "percent", "energy", "target_psnr", "target_bpp")
@@ -150,22 +153,40 @@ class _Channel:
         self.energy = float(np.einsum("ij,ij->", x, x, dtype=np.float64))
         self.u = self.s = self.vt = None
         self._spectrum: np.ndarray | None = None
+        self._vectors: np.ndarray | None = None
+        self.wanted = 0  # the largest rank a sweep will ask for (see encode_many)
 
     @property
     def max_rank(self) -> int:
         return min(self.h, self.w)
 
+    @property
+    def _large(self) -> bool:
+        return self.max_rank > _linalg.EXACT_MAX_DIM
+
     def spectrum(self) -> np.ndarray:
         if self._spectrum is None:
-            self._spectrum = _linalg.spectrum(self.x)
+            if self._large:
+                # The rules that need the whole spectrum keep many components; the
+                # eigenvectors of the same Gram matrix then give them (see factors).
+                self._spectrum, self._vectors = _linalg.gram_eig(self.x)
+            else:
+                self._spectrum = _linalg.spectrum(self.x)
         return self._spectrum
 
     def factors(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = min(k, self.max_rank)
         if self.s is None or len(self.s) < k:
-            # A direct SVD costs the same whatever k: keep all of it for later searches.
-            want = self.max_rank if self.max_rank <= _linalg.EXACT_MAX_DIM else k
-            self.u, self.s, self.vt = _linalg.truncated_svd(self.x, want)
+            if not self._large:
+                # A direct SVD costs the same whatever k: keep all of it for later searches.
+                self.u, self.s, self.vt = _linalg.truncated_svd(self.x, self.max_rank)
+            elif self._vectors is not None or k > _linalg.RANDOMIZED_MAX_FRACTION * self.max_rank:
+                self.spectrum()
+                self.u, self.s, self.vt = _linalg.svd_from_gram(
+                    self.x, self._spectrum, self._vectors, k
+                )
+            else:
+                self.u, self.s, self.vt = _linalg.truncated_svd(self.x, k)
         return self.u[:, :k], self.s[:k], self.vt[:k]
 
 
@@ -193,12 +214,6 @@ def quantise_factors(
     parts = [amp.astype("<f4").tobytes(), encode_ints(qu), encode_ints(qv)]
     meta = {"rank": k, "step": step, "lengths": [len(p) for p in parts]}
     return b"".join(parts), meta, qu, qv, amp, step
-
-
-def _quantise(ch: _Channel, k: int, qloss: float) -> tuple[bytes, dict[str, Any], np.ndarray]:
-    """Code channel ``ch`` at rank ``k``; return payload bytes, meta and the decoded plane."""
-    blob, meta, qu, qv, amp, step = quantise_factors(*ch.factors(k), ch.energy, qloss)
-    return blob, meta, reconstruct_rows(qu, qv, amp, step)
 
 
 def reconstruct_rows(
@@ -236,44 +251,577 @@ def _scaled_ranks(k: int, chans: list[_Channel], chroma: float, ycc: bool) -> li
     return out
 
 
-def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable[[float], None]) -> Encoded:
+class _KnownSpectrum:
+    """A channel known only by its singular values: what :func:`_ranks_for` reads of one."""
+
+    def __init__(self, s: np.ndarray) -> None:
+        self._s = s
+
+    @property
+    def max_rank(self) -> int:
+        return len(self._s)
+
+    def spectrum(self) -> np.ndarray:
+        return self._s
+
+
+def choose_ranks(
+    params: Mapping[str, Any],
+    spectra: Sequence[np.ndarray],
+    *,
+    space: str | None = None,
+) -> list[int]:
+    """The rank per channel that :func:`encode` keeps for ``params``, given the spectra.
+
+    Parameters
+    ----------
+    params : mapping
+        SVD parameters, any subset (the others take their defaults; ``None`` means
+        unset): the rank rule (``rank``, ``percent`` or ``energy``), ``color`` and
+        ``chroma``.
+    spectra : sequence of ndarray
+        Each channel's singular values, descending, as :func:`singular_values` returns
+        them; a channel's length, ``min(H, W)``, is the largest rank it can keep.
+    space : {"gray", "rgb", "ycbcr"}, optional
+        Colour space of the channels; by default ``params["color"]`` for three channels
+        and ``"gray"`` for one.  In YCbCr the ``rank`` rule gives the two chroma
+        channels ``chroma`` times the luma rank.
+
+    Returns
+    -------
+    list of int
+        One rank per channel, each in ``[1, len(spectrum)]``.
+
+    Raises
+    ------
+    ParameterError
+        Invalid parameters; the ``target_psnr`` and ``target_bpp`` rules (they search
+        by trial compressions, which a spectrum cannot answer); patch SVD (it factors
+        the matrix of patches, not the channels).
+
+    Examples
+    --------
+    >>> s = np.array([4.0, 2.0, 1.0, 1.0])
+    >>> choose_ranks({"percent": 0.75}, [s])
+    [2]
+    >>> choose_ranks({"rank": 3, "chroma": 0.5}, [s, s, s], space="ycbcr")
+    [3, 2, 2]
+    """
+    resolved = CODEC.resolve({k: v for k, v in params.items() if v is not None})
+    if resolved["patch"]:
+        raise ParameterError("choose_ranks: patch SVD factors patches, not channels")
+    rule, value = rule_of(resolved)
+    if rule not in ("rank", "percent", "energy"):
+        raise ParameterError(f"choose_ranks: the {rule} rule needs trial compressions")
+    if not spectra or any(len(s) == 0 for s in spectra):
+        raise ValueError("choose_ranks needs a non-empty spectrum per channel")
+    if space is None:
+        space = resolved["color"] if len(spectra) == 3 else "gray"
+    ycc = space == "ycbcr" and len(spectra) == 3
+    chans = [_KnownSpectrum(np.asarray(s, dtype=np.float64)) for s in spectra]
+    return _ranks_for(rule, value, chans, resolved["chroma"], ycc)  # type: ignore[arg-type]
+
+
+def unit_range(image: Any, *, rgb: bool | None = None) -> tuple[float, float]:
+    """The values that :func:`~napari_svd_compress.compress` maps onto 0 and 1.
+
+    Parameters
+    ----------
+    image : array_like
+        A plane or a stack, as :func:`~napari_svd_compress.compress` takes it.
+    rgb : bool, optional
+        Whether the last axis holds colour channels (by default napari's rule).
+
+    Returns
+    -------
+    (float, float)
+        The dtype's range for integers; the minimum and maximum of the whole image for
+        floating-point data (which reads all of it).
+    """
+    return inspect(image, rgb=rgb).value_range
+
+
+def singular_values(
+    image: Any,
+    *,
+    rgb: bool | None = None,
+    color: str = "ycbcr",
+    index: tuple[int, ...] = (),
+    value_range: tuple[float, float] | None = None,
+) -> list[np.ndarray]:
+    """Each channel's singular values of one image plane, as :func:`encode` factors it.
+
+    The plane is scaled into ``[0, 1]`` as :func:`~napari_svd_compress.compress` scales
+    it and a colour plane is converted to ``color`` first, so :func:`choose_ranks` on
+    the result gives the ranks the codec keeps.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(..., H, W)`` grayscale or ``(..., H, W, 3|4)`` colour (alpha is ignored): one
+        plane or a stack of them (of a lazy array only plane ``index`` is read).
+    rgb : bool, optional
+        Whether the last axis holds colour channels (by default napari's rule).
+    color : {"rgb", "ycbcr"}
+        Colour space of a colour plane; grayscale ignores it.
+    index : tuple of int
+        The plane of a stack; ``()`` for a single plane.
+    value_range : (float, float), optional
+        The values mapped onto 0 and 1; by default :func:`unit_range` of the whole
+        image.  For a floating-point stack pass it, to spare a pass over the whole
+        stack for every plane.
+
+    Returns
+    -------
+    list of ndarray
+        One float64 array of ``min(H, W)`` values per channel (gray; R, G, B; or Y, Cb,
+        Cr), descending.
+
+    Raises
+    ------
+    ImageError
+        Unusable image, or ``index`` does not fit its stack.
+    ParameterError
+        Unknown ``color``.
+    """
+    if color not in COLOR_SPACES:
+        raise ParameterError(f"color must be one of {', '.join(COLOR_SPACES)}; got {color!r}")
+    _, _, unit, _ = _unit_plane(image, rgb, index, value_range)
+    x = to_space(unit, color) if unit.shape[-1] == 3 else unit
+    return [_linalg.spectrum(np.ascontiguousarray(x[..., i])) for i in range(x.shape[-1])]
+
+
+def _unit_plane(
+    image: Any,
+    rgb: bool | None,
+    index: tuple[int, ...],
+    value_range: tuple[float, float] | None,
+) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray | None]:
+    """Plane ``index`` of ``image`` as the API reads it, its ImageSpec (with the value range
+    in force), and the plane in unit range with alpha split off (see :func:`singular_values`)."""
+    if getattr(image, "shape", None) is None:
+        image = np.asarray(image)
+    shape = tuple(int(n) for n in image.shape)
+    if rgb is None:
+        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+    if len(index) != len(shape) - (3 if rgb else 2):
+        raise ImageError(f"plane index {index} does not fit an image of shape {shape}")
+    plane = np.asarray(image[index] if index else image)
+    spec = inspect(plane, rgb=rgb)  # checks the plane; scans only it for a float range
+    if value_range is None:
+        value_range = unit_range(image, rgb=rgb) if index else spec.value_range
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ImageError(f"value_range must be finite with high > low, got {value_range}")
+    spec = replace(spec, value_range=(lo, hi))
+    plane = spec.plane(plane, ())
+    unit, alpha = to_unit(plane, spec)
+    return plane, spec, unit, alpha
+
+
+# -- previews at any rank ------------------------------------------------------------------
+
+#: The largest rank :func:`factorise` computes by default when the plane's smaller side is
+#: over 1024 pixels (below that a full SVD costs the same as a truncated one, and every
+#: rank is kept).
+PREVIEW_MAX_RANK = 500
+
+
+def factorise(
+    image: Any,
+    *,
+    rgb: bool | None = None,
+    color: str = "ycbcr",
+    chroma: float = 0.5,
+    qloss: float = 0.1,
+    index: tuple[int, ...] = (),
+    value_range: tuple[float, float] | None = None,
+    max_rank: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Factorisation:
+    """Factor one image plane once, to reconstruct it at any rank up to ``max_rank``.
+
+    The plane is scaled into ``[0, 1]`` and converted to ``color`` as :func:`encode` does,
+    and each channel's truncated SVD is computed once, up to the largest rank the
+    ``rank`` rule can ask of it (the chroma channels of YCbCr keep ``chroma`` times the
+    luma rank).  What then costs little, for any ``k``, is what a rank slider needs:
+    the rank-``k`` reconstruction ``U_k S_k V_k^T`` (:meth:`Factorisation.reconstruct`,
+    one matrix product per channel), its PSNR, and the size of the bundle that
+    ``compress(image, "svd", rank=k, ...)`` would write (:meth:`Factorisation.bundle_nbytes`).
+
+    Parameters
+    ----------
+    image : array_like
+        ``(..., H, W)`` grayscale or ``(..., H, W, 3|4)`` colour (alpha is kept as it
+        is): one plane or a stack (of a lazy array only plane ``index`` is read).
+    rgb : bool, optional
+        Whether the last axis holds colour channels (by default napari's rule).
+    color : {"rgb", "ycbcr"}
+        Colour space of a colour plane; grayscale ignores it.
+    chroma : float
+        Rank of the chroma channels as a fraction of the luma rank (YCbCr only), as the
+        codec's ``chroma`` parameter.
+    qloss : float
+        The codec's ``qloss`` (for :meth:`Factorisation.bundle_nbytes`).
+    index : tuple of int
+        The plane of a stack; ``()`` for a single plane.
+    value_range : (float, float), optional
+        The values mapped onto 0 and 1; by default :func:`unit_range` of the whole image.
+    max_rank : int, optional
+        The largest rank wanted (clipped to ``min(H, W)``).  By default ``min(H, W)``
+        when that is at most 1024, else :data:`PREVIEW_MAX_RANK`: on a 24-megapixel
+        plane a randomized SVD of 500 components takes seconds, all of them minutes.
+    progress : callable, optional
+        Called with the fraction done after each channel; may raise
+        :class:`~napari_svd_compress.errors.Cancelled` to stop.
+
+    Returns
+    -------
+    Factorisation
+
+    Raises
+    ------
+    ImageError
+        Unusable image, or ``index`` does not fit its stack.
+    ParameterError
+        Invalid ``color``, ``chroma``, ``qloss`` or ``max_rank``.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> f = factorise(data.camera())
+    >>> f.max_rank, f.reconstruct(20).dtype
+    (512, dtype('uint8'))
+    """
+    resolved = CODEC.resolve({"rank": 1, "color": color, "chroma": chroma, "qloss": qloss})
+    if max_rank is not None and int(max_rank) < 1:
+        raise ParameterError(f"max_rank must be at least 1, got {max_rank}")
+    plane, spec, unit, alpha = _unit_plane(image, rgb, index, value_range)
+    h, w, c = unit.shape
+    if max_rank is None:
+        max_rank = min(h, w) if min(h, w) <= _linalg.EXACT_MAX_DIM else PREVIEW_MAX_RANK
+    space = resolved["color"] if c == 3 else "gray"
+    report = progress or (lambda f: None)
+    report(0.0)
+    chans = _channels(unit, space)
+    del unit
+    top = min(int(max_rank), h, w)
+    wanted = _scaled_ranks(top, chans, resolved["chroma"], space == "ycbcr")
+    for i, (ch, k) in enumerate(zip(chans, wanted, strict=True)):
+        ch.factors(k)
+        ch.wanted = k
+        ch.x = None  # the factors are all a preview needs; the plane is large
+        report((i + 1) / c)
+    return Factorisation(plane, spec, alpha, space, resolved, chans, top)
+
+
+class Factorisation:
+    """One image plane's channels, factored once: reconstructions and sizes at any rank.
+
+    Made by :func:`factorise`; see there.  Thread-safe for readers: nothing changes
+    after construction, so a worker thread may reconstruct while another reads.
+
+    Attributes
+    ----------
+    space : {"gray", "rgb", "ycbcr"}
+        The colour space of the channels.
+    params : dict
+        The SVD parameters whose ``rank`` rule this previews (``color``, ``chroma``,
+        ``qloss``; ``rank`` is set per call).
+    max_rank : int
+        The largest luma rank available.
+    shape : tuple of int
+        The plane's shape, as :meth:`reconstruct` returns it.
+    dtype : numpy.dtype
+        The plane's dtype.
+    spec : ImageSpec
+        The plane as the API sees it (its value range is the one in force), for
+        :func:`napari_svd_compress.api.container_for`.
+    """
+
+    def __init__(
+        self,
+        plane: np.ndarray,
+        spec: Any,
+        alpha: np.ndarray | None,
+        space: str,
+        params: dict[str, Any],
+        chans: list[_Channel],
+        max_rank: int,
+    ) -> None:
+        self._plane = plane
+        self.spec = spec
+        self._alpha = alpha
+        self._chans = chans
+        self.space = space
+        self.params = dict(params)
+        self.max_rank = max_rank
+        self.shape = tuple(plane.shape)
+        self.dtype = plane.dtype
+
+    def ranks(self, k: int) -> list[int]:
+        """The rank per channel at luma rank ``k`` (as :func:`encode`'s ``rank`` rule)."""
+        k = int(k)
+        if not 1 <= k <= self.max_rank:
+            raise ParameterError(f"rank must be in [1, {self.max_rank}], got {k}")
+        ranks = _scaled_ranks(k, self._chans, self.params["chroma"], self.space == "ycbcr")
+        return [min(r, ch.wanted) for r, ch in zip(ranks, self._chans, strict=True)]
+
+    def reconstruct(self, k: int, *, step: int = 1) -> np.ndarray:
+        """The plane rebuilt from each channel's leading singular triplets at rank ``k``.
+
+        ``U_k S_k V_k^T`` per channel (no quantisation), back in the plane's colour
+        space, range and dtype: clipped, and rounded for integers, as a decoder does.
+        Computed band by band of rows, the colour transform and the scaling fused so that
+        each band is converted while in cache: at 24 megapixels the matrix products
+        are then most of the time.
+
+        Parameters
+        ----------
+        k : int
+            The luma rank, in ``[1, max_rank]``.
+        step : int
+            Reconstruct every ``step``-th row and column only (``U_k[::step] S_k
+            V_k^T[:, ::step]``, ``step**2`` times cheaper): a draft of a large plane.
+
+        Returns
+        -------
+        ndarray
+            The plane's shape (its height and width divided by ``step``, rounded up)
+            and dtype; alpha, if any, is the original's.
+        """
+        step = int(step)
+        if step < 1:
+            raise ParameterError(f"step must be at least 1, got {step}")
+        factors = []
+        for ch, r in zip(self._chans, self.ranks(k), strict=True):
+            u, s, vt = ch.factors(r)
+            factors.append((u[::step] * s.astype(u.dtype), np.ascontiguousarray(vt[:, ::step])))
+        h, w = factors[0][0].shape[0], factors[0][1].shape[1]
+        c = len(factors)
+        alpha = None if self._alpha is None else self._alpha[::step, ::step]
+        spec = self.spec
+        out = np.empty((h, w, c + (alpha is not None)) if spec.rgb else (h, w), spec.dtype)
+        if alpha is not None:
+            out[..., c] = alpha
+        rows = max(16, min(h, _PREVIEW_BAND // max(w, 1)))
+        planes = [np.empty((rows, w), np.float32) for _ in range(c)]
+        if spec.dtype.kind == "f":
+            for r0 in range(0, h, rows):
+                r1 = min(r0 + rows, h)
+                for (us, vt), p in zip(factors, planes, strict=True):
+                    np.matmul(us[r0:r1], vt, out=p[: r1 - r0])
+                band = from_space(np.stack([p[: r1 - r0] for p in planes], -1), self.space)
+                part = alpha[r0:r1] if alpha is not None else None
+                out[r0:r1] = from_unit(band, spec, part)
+            return out
+        # Integers: out_j = rint(clip(sum_i mix[j, i] plane_i + bias[j])), the colour
+        # transform and the scaling onto the dtype's range in one affine map.
+        lo, hi = spec.value_range
+        mix, bias = _affine(self.space, c)
+        mix, bias = mix * (hi - lo), bias * (hi - lo) + lo
+        acc, tmp = np.empty((rows, w), np.float32), np.empty((rows, w), np.float32)
+        for r0 in range(0, h, rows):
+            r1 = min(r0 + rows, h)
+            n = r1 - r0
+            for (us, vt), p in zip(factors, planes, strict=True):
+                np.matmul(us[r0:r1], vt, out=p[:n])
+            a, t = acc[:n], tmp[:n]
+            for j in range(c):
+                a.fill(bias[j])
+                for i in range(c):
+                    if mix[j, i] != 0.0:
+                        np.multiply(planes[i][:n], np.float32(mix[j, i]), out=t)
+                        a += t
+                np.rint(a, out=a)
+                np.clip(a, lo, hi, out=a)
+                if spec.rgb:
+                    out[r0:r1, :, j] = a
+                else:
+                    out[r0:r1] = a
+        return out
+
+    def psnr(self, reconstruction: np.ndarray) -> float:
+        """PSNR (dB) of ``reconstruction`` (from :meth:`reconstruct`) against the plane,
+        with the data range the API's figures use."""
+        if reconstruction.shape != self.shape:
+            raise ValueError(f"expected shape {self.shape}, got {reconstruction.shape}")
+        mse = metrics.squared_error(self._plane, reconstruction) / max(self._plane.size, 1)
+        return metrics.psnr_from_mse(mse, self.spec.data_range)
+
+    def bundle_nbytes(
+        self,
+        k: int,
+        container: Container | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> int | None:
+        """Bytes of the bundle that :func:`encode` would write for this plane at rank ``k``.
+
+        The factors are quantised and entropy coded as :func:`encode` codes them, and
+        the payload's ZIP member and the plane's meta are counted.  From factors computed
+        up to :attr:`max_rank` rather than at ``k``: exact when the plane's smaller side
+        is at most 1024 (a full SVD either way), within about 0.1 % otherwise (see
+        :func:`encode_many`).
+
+        Parameters
+        ----------
+        k : int
+            The luma rank, in ``[1, max_rank]``.
+        container : Container, optional
+            What the API puts around the plane's encoding (its ``overhead``: manifest and
+            ZIP directory; see :func:`napari_svd_compress.api.container_for`); without it
+            those bytes are not counted.
+        cancelled : callable, optional
+            Checked between channels: when it returns True, stop and return None.
+
+        Returns
+        -------
+        int or None
+        """
+        blobs, metas = [], []
+        for ch, r in zip(self._chans, self.ranks(k), strict=True):
+            if cancelled is not None and cancelled():
+                return None
+            blob, meta, *_ = quantise_factors(*ch.factors(r), ch.energy, self.params["qloss"])
+            blobs.append(blob)
+            metas.append(meta)
+        meta = {"space": self.space, "channels": metas, "target_met": True}
+        return _bundle_nbytes(blobs, meta, container)
+
+
+#: Floats per channel in one band of :meth:`Factorisation.reconstruct` (2 MB: in cache).
+_PREVIEW_BAND = 1 << 19
+
+
+def _affine(space: str, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """``from_space`` as an affine map: ``out_j = sum_i mix[j, i] in_i + bias[j]``."""
+    if space != "ycbcr":
+        return np.eye(c), np.zeros(c)
+    basis = np.zeros((1, 4, 3), np.float32)
+    basis[0, 1:] = np.eye(3, dtype=np.float32)
+    image = from_space(basis, space).astype(np.float64)[0]
+    bias = image[0]
+    return (image[1:] - bias).T, bias
+
+
+def _bundle_nbytes(
+    blobs: Sequence[bytes], meta: dict[str, Any], container: Container | None
+) -> int:
+    """Bytes of a whole-channel SVD plane in its bundle: the payload, its ZIP member, the
+    plane's meta in the manifest (the ``target_bpp`` search and the preview count this)."""
+    overhead = container.overhead if container is not None else 0
+    return int(
+        sum(len(b) for b in blobs)
+        + overhead
+        + member_overhead("svd")
+        + len(json.dumps(meta, separators=(",", ":")))
+        + 2
+    )
+
+
+def encode(
+    plane: np.ndarray,
+    params: dict[str, Any],
+    progress: Callable[[float], None],
+    container: Container,
+) -> Encoded:
+    """Encode one plane (see :mod:`napari_svd_compress.registry`).
+
+    ``container`` makes the ``target_psnr`` search round as the output dtype will and
+    the ``target_bpp`` search count the bundle's bytes around the payload.
+    """
     if params.get("patch"):
-        return _encode_patch(plane, params, progress)
+        return _encode_patch(plane, params, progress, container)
+    space = params["color"] if plane.shape[2] == 3 else "gray"
+    return _encode_channels(plane, _channels(plane, space), params, progress, container)
+
+
+def encode_many(
+    plane: np.ndarray,
+    param_sets: list[dict[str, Any]],
+    progress: Callable[[float], None],
+    containers: list[Container],
+) -> Iterator[Encoded]:
+    """Encode one plane at several parameter sets, factorising each colour space once.
+
+    The factorisation is computed before the first set at the largest rank asked for,
+    and sliced for the others (the spectrum rules share the Gram eigenvectors), so a
+    rank sweep costs one factorisation.  A slice of a randomized SVD is not bit for bit
+    the smaller randomized SVD that :func:`encode` computes alone, so bundles may
+    differ from :func:`encode`'s in their last bits; PSNR and size agree to about
+    0.01 dB and 0.1 %.
+    """
+    channels: dict[str, list[_Channel]] = {}
+    for params in param_sets:
+        if params.get("patch"):
+            continue
+        space = params["color"] if plane.shape[2] == 3 else "gray"
+        chans = channels.setdefault(space, _channels(plane, space))
+        rule, value = rule_of(params)
+        if rule == "rank":
+            ranks = _scaled_ranks(int(value), chans, params["chroma"], space == "ycbcr")
+            for ch, k in zip(chans, ranks, strict=True):
+                ch.wanted = max(ch.wanted, k)
+    # The largest rank of each channel first: the smaller ones are its slices.
+    for chans in channels.values():
+        for ch in chans:
+            if ch.wanted:
+                ch.factors(ch.wanted)
+    for n, params in enumerate(param_sets):
+        report = _scaled(progress, n / len(param_sets), 1 / len(param_sets))
+        if params.get("patch"):
+            yield _encode_patch(plane, params, report, containers[n])
+        else:
+            space = params["color"] if plane.shape[2] == 3 else "gray"
+            yield _encode_channels(plane, channels[space], params, report, containers[n])
+
+
+def _scaled(progress: Callable[[float], None], start: float, width: float):
+    return lambda f: progress(start + width * f)
+
+
+def _channels(plane: np.ndarray, space: str) -> list[_Channel]:
+    x = to_space(plane, space if space != "gray" else "rgb")
+    return [_Channel(np.ascontiguousarray(x[..., i])) for i in range(plane.shape[2])]
+
+
+def _encode_channels(
+    plane: np.ndarray,
+    chans: list[_Channel],
+    params: dict[str, Any],
+    progress: Callable[[float], None],
+    container: Container,
+) -> Encoded:
     h, w, c = plane.shape
     space = params["color"] if c == 3 else "gray"
-    x = to_space(plane, space if space != "gray" else "rgb")
-    chans = [_Channel(np.ascontiguousarray(x[..., i])) for i in range(c)]
     ycc = space == "ycbcr"
     qloss = params["qloss"]
     rule, value = rule_of(params)
     progress(0.05)
 
-    def build(ranks: list[int]) -> tuple[list[bytes], list[dict[str, Any]], np.ndarray]:
-        blobs, metas, planes = [], [], []
+    def build(ranks: list[int]) -> tuple[list[bytes], list[dict[str, Any]], list[tuple]]:
+        # The quantised factors are kept, not the planes: only a PSNR search needs the
+        # reconstruction, and the API decodes the bundle anyway.
+        blobs, metas, factors = [], [], []
         for i, (ch, k) in enumerate(zip(chans, ranks, strict=True)):
-            blob, meta, rec = _quantise(ch, k, qloss)
+            blob, meta, *quantised = quantise_factors(*ch.factors(k), ch.energy, qloss)
             blobs.append(blob)
             metas.append(meta)
-            planes.append(rec)
+            factors.append(quantised)
             progress(0.1 + 0.8 * (i + 1) / c)
-        return blobs, metas, np.stack(planes, axis=-1)
+        return blobs, metas, factors
 
     if rule in ("target_psnr", "target_bpp"):
-        quantum = params.get("_quantum", 0.0)
+        quantum = container.quantum
 
         def score(k: int) -> tuple[bool, Any]:
             built = build(_scaled_ranks(k, chans, params["chroma"], ycc))
             if rule == "target_bpp":
                 meta = {"space": space, "channels": built[1], "target_met": True}
-                nbytes = (
-                    sum(len(b) for b in built[0])
-                    + params.get("_overhead", 0)
-                    + member_overhead("svd")
-                    + len(json.dumps(meta, separators=(",", ":")))
-                    + 2
-                )
+                nbytes = _bundle_nbytes(built[0], meta, container)
                 return nbytes * 8 / (h * w) <= value, built
-            rec = from_space(built[2], space if space != "gray" else "rgb")
+            planes = [reconstruct_rows(*f) for f in built[2]]
+            rec = from_space(np.stack(planes, axis=-1), space if space != "gray" else "rgb")
             if quantum:
                 rec = np.rint(np.clip(rec, 0, 1) / quantum) * quantum
             mse = float(np.mean(np.square(rec - plane, dtype=np.float64)))
@@ -301,14 +849,15 @@ _PATCH_STEP_SCALE = 3.0
 
 
 def _encode_patch(
-    plane: np.ndarray, params: dict[str, Any], progress: Callable[[float], None]
+    plane: np.ndarray,
+    params: dict[str, Any],
+    progress: Callable[[float], None],
+    container: Container,
 ) -> Encoded:
     """Patch SVD (arXiv 2408.12691): the matrix of vectorised p x p patches (all
     channels) is factored; its left singular vectors are the eigenvectors of the patch
     covariance, so :func:`.pca.encode_patches` does the work (mean-centred, quantised
     basis, rate-distortion optimised coefficients)."""
-    from . import pca
-
     p = int(params["patch"])
     if p < 2:
         raise ParameterError("patch must be 0 (whole image) or at least 2")
@@ -328,7 +877,7 @@ def _encode_patch(
         fn = percent_rank if rule == "percent" else energy_rank
         enc = run(lambda eig: fn(np.sqrt(np.clip(eig, 0, None)), value))
     else:
-        quantum = params.get("_quantum", 0.0)
+        quantum = container.quantum
 
         def score(k: int) -> tuple[bool, Any]:
             enc = run(lambda eig: k, lambda f: progress(0.5 * f))
@@ -336,7 +885,7 @@ def _encode_patch(
                 nbytes = sum(len(b) + member_overhead(n) for n, b in enc.payloads.items())
                 # With the flag the result will carry ("false": the longer spelling).
                 meta = {**enc.meta, "target_met": False}
-                nbytes += params.get("_overhead", 0) + len(json.dumps(meta)) + 2
+                nbytes += container.overhead + len(json.dumps(meta)) + 2
                 return nbytes * 8 / (h * w) <= value, enc
             rec = pca.decode(enc.meta, enc.payloads, plane.shape)
             rec = np.clip(rec, 0, 1)
@@ -398,11 +947,41 @@ def decode(
     meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
 ) -> np.ndarray:
     if "patch" in meta:
-        from . import pca
-
         if meta.get("patch") != meta.get("block") or meta.get("mode") != "blocks":
             raise BundleContentError("svd: inconsistent patch entry")
         return pca.decode(meta, payloads, shape)
+    h, w, c = shape
+    region = _region(meta, payloads, shape)
+    # Band by band, so the channels are interleaved and converted while still in cache
+    # (the bands are those of reconstruct_rows: the same products, the same bits).
+    out = np.empty((h, w, c), np.float32)
+    for r0 in range(0, h, _DECODE_ROWS):
+        r1 = min(r0 + _DECODE_ROWS, h)
+        out[r0:r1] = region(r0, r1, 0, w, 1)
+    return out
+
+
+def decode_region(
+    meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
+) -> Callable[[int, int, int, int, int], np.ndarray] | None:
+    """A decoder of parts of a plane (see ``decode_region`` in
+    :class:`~napari_svd_compress.registry.Codec`); None for patch SVD.
+
+    ``region(r0, r1, c0, c1, step)`` reconstructs only those rows and columns from the
+    factors, so a plane far larger than memory can be shown tile by tile; with
+    ``step > 1`` the factors are averaged over ``step`` rows (columns) first, which
+    gives the plane averaged over ``step x step`` blocks at the cost of a smaller one
+    (a pyramid level for napari).  ``region(r0, r1, 0, W, 1)`` is bit for bit what
+    :func:`decode` gives for those rows.
+    """
+    if "patch" in meta:
+        return None
+    return _region(meta, payloads, shape)
+
+
+def _region(
+    meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
+) -> Callable[[int, int, int, int, int], np.ndarray]:
     h, w, c = shape
     space = meta.get("space")
     if space not in ("gray", *COLOR_SPACES) or (space == "gray") != (c == 1):
@@ -413,28 +992,83 @@ def decode(
     data = payloads.get("svd")
     if data is None:
         raise BundleContentError("svd: payload 'svd' is missing")
-    planes = []
+    factors = []
     pos = 0
     for entry in chans:
-        k, step, lengths = _check_entry(entry, min(h, w))
-        if pos + sum(lengths) > len(data) or lengths[0] != 4 * k:
+        _, _, lengths = check_entry(entry, min(h, w))
+        end = pos + sum(lengths)
+        if end > len(data):
             raise BundleContentError("svd: payload lengths do not match the manifest")
-        amp = np.frombuffer(data[pos : pos + lengths[0]], "<f4")
-        pos += lengths[0]
-        if k and not (np.all(np.isfinite(amp)) and np.all(amp > 0)):
-            raise BundleContentError("svd: amplitudes must be positive and finite")
-        qu = decode_ints(data[pos : pos + lengths[1]], shape=(k, h), dtype=np.int32)
-        pos += lengths[1]
-        qv = decode_ints(data[pos : pos + lengths[2]], shape=(k, w), dtype=np.int32)
-        pos += lengths[2]
-        planes.append(reconstruct_rows(qu, qv, amp, step))
+        factors.append(decode_factors(entry, data[pos:end], (h, w)))
+        pos = end
     if pos != len(data):
         raise BundleContentError("svd: payload has trailing bytes")
-    out = np.stack(planes, axis=-1)
-    return from_space(out, space if space != "gray" else "rgb")
+    coarse: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def scaled(step: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        # Per channel, (k, H/step) left and (k, W/step) right factors averaged over blocks.
+        if step not in coarse:
+            coarse[step] = [
+                (
+                    _block_mean(
+                        qu.astype(np.float64) * (st * st / amp.astype(np.float64))[:, None], step
+                    ),
+                    _block_mean(qv.astype(np.float64), step),
+                )
+                for qu, qv, amp, st in factors
+            ]
+        return coarse[step]
+
+    def region(r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        if step == 1 and (c0, c1) == (0, w):
+            out = np.empty((r1 - r0, w, c), np.float32)
+            for i, f in enumerate(factors):
+                out[..., i] = reconstruct_rows(*f, r0, r1)
+        else:
+            out = np.empty((r1 - r0, c1 - c0, c), np.float32)
+            for i, (left, right) in enumerate(scaled(step)):
+                out[..., i] = left[:, r0:r1].T @ right[:, c0:c1]
+        if space == "ycbcr":
+            out = from_space(out, space)
+        return out
+
+    return region
 
 
-def _check_entry(entry: Any, max_rank: int) -> tuple[int, float, list[int]]:
+def _block_mean(a: np.ndarray, step: int) -> np.ndarray:
+    """Means of ``a`` over blocks of ``step`` columns (the last block may be shorter)."""
+    if step == 1:
+        return a
+    n = a.shape[1]
+    starts = np.arange(0, n, step)
+    if a.shape[0] == 0:
+        return np.zeros((0, len(starts)))
+    counts = np.minimum(starts + step, n) - starts
+    return np.add.reduceat(a, starts, axis=1) / counts
+
+
+def check_entry(entry: Any, max_rank: int) -> tuple[int, float, list[int]]:
+    """Validate one channel's entry of an ``svd`` plane meta.
+
+    Parameters
+    ----------
+    entry : object
+        The entry as read from a manifest: a mapping with ``rank``, ``step`` and
+        ``lengths`` (the byte lengths of the amplitudes and of the two coded factors).
+    max_rank : int
+        The largest rank the channel can have, ``min(H, W)``.
+
+    Returns
+    -------
+    rank : int
+    step : float
+    lengths : list of int
+
+    Raises
+    ------
+    BundleContentError
+        When the entry is malformed or out of range.
+    """
     try:
         k, step, lengths = int(entry["rank"]), float(entry["step"]), list(entry["lengths"])
     except (KeyError, TypeError, ValueError):
@@ -450,6 +1084,52 @@ def _check_entry(entry: Any, max_rank: int) -> tuple[int, float, list[int]]:
     return k, step, lengths
 
 
+def decode_factors(
+    entry: Any, data: bytes, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The quantised factors of one channel, from its meta entry and its bytes.
+
+    What :func:`decode` does for each channel before :func:`reconstruct_rows`; for
+    callers that reconstruct a channel band by band (see
+    :func:`napari_svd_compress.pipelines.large.decompress_large`).
+
+    Parameters
+    ----------
+    entry : object
+        The channel's entry of the plane meta (see :func:`check_entry`).
+    data : bytes
+        Exactly the channel's part of the ``svd`` payload (``sum(entry["lengths"])``
+        bytes; a grayscale plane's whole payload).
+    shape : (int, int)
+        The channel's ``(H, W)``.
+
+    Returns
+    -------
+    qu : ndarray of int32, (k, H)
+    qv : ndarray of int32, (k, W)
+    amp : ndarray of float32, (k,)
+    step : float
+        The arguments of :func:`reconstruct_rows`.
+
+    Raises
+    ------
+    BundleContentError
+        When the entry, the lengths or the coded data are inconsistent.
+    """
+    h, w = shape
+    k, step, lengths = check_entry(entry, min(h, w))
+    if sum(lengths) != len(data) or lengths[0] != 4 * k:
+        raise BundleContentError("svd: payload lengths do not match the manifest")
+    amp = np.frombuffer(data[: lengths[0]], "<f4")
+    if k and not (np.all(np.isfinite(amp)) and np.all(amp > 0)):
+        raise BundleContentError("svd: amplitudes must be positive and finite")
+    pos = lengths[0]
+    qu = decode_ints(data[pos : pos + lengths[1]], shape=(k, h), dtype=np.int32)
+    pos += lengths[1]
+    qv = decode_ints(data[pos : pos + lengths[2]], shape=(k, w), dtype=np.int32)
+    return qu, qv, amp, step
+
+
 CODEC = register(
     Codec(
         name="svd",
@@ -461,6 +1141,8 @@ CODEC = register(
         params=PARAMS,
         encode=encode,
         decode=decode,
+        encode_many=encode_many,
+        decode_region=decode_region,
         # Whole-image SVD of a 768 x 512 photograph: about 0.03 to 2 bpp.
         sweep=("rank", (2, 4, 8, 12, 16, 24, 32, 48, 64, 80)),
         short=_short,

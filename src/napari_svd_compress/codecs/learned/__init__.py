@@ -1,8 +1,8 @@
 """The ``learned`` codec: a small factorized-prior autoencoder with per-level gains.
 
-Importing this package only registers the codec; onnxruntime, constriction and the
-model file are loaded on first use (see :mod:`.codec` and :mod:`.model`).  Training
-lives in :mod:`.train` and needs the optional ``train`` extra (torch).
+Importing this package registers the codec; onnxruntime and the model file are loaded
+on first use (see :mod:`.model`).  Training lives in :mod:`napari_svd_compress.training`
+and needs the optional ``train`` extra (torch).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ...registry import Codec, Encoded, Param, register
+from ...registry import Codec, Container, Encoded, Param, register
+from . import codec as _codec
 
 __all__ = ["LEVELS", "decode", "encode"]
 
@@ -20,20 +21,21 @@ __all__ = ["LEVELS", "decode", "encode"]
 LEVELS = 6
 
 
-def encode(plane: np.ndarray, params: dict[str, Any], progress: Callable[[float], None]) -> Encoded:
-    """Encode one plane (see :func:`.codec.encode`); imports the run time lazily."""
-    from .codec import encode as _encode
-
-    return _encode(plane, params, progress)
+def encode(
+    plane: np.ndarray,
+    params: dict[str, Any],
+    progress: Callable[[float], None],
+    container: Container,
+) -> Encoded:
+    """Encode one plane (see :func:`.codec.encode`); ``container`` is unused."""
+    return _codec.encode(plane, params, progress)
 
 
 def decode(
     meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
 ) -> np.ndarray:
     """Decode one plane (see :func:`.codec.decode`)."""
-    from .codec import decode as _decode
-
-    return _decode(meta, payloads, shape)
+    return _codec.decode(meta, payloads, shape)
 
 
 CODEC = register(

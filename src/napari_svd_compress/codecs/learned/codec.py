@@ -6,10 +6,14 @@ Encoding a plane:
    16 by symmetric reflection (never materialised as a whole: each tile gathers its
    pixels through reflected indices).
 2. The analysis transform runs on tiles of ``TILE`` x ``TILE`` latent positions
-   (768 px), each with ``MARGIN`` latent positions (64 px, more than the transform's
-   30 px receptive radius) of real image context on interior sides; only each tile's
-   core latents are kept, so the assembled latent equals the untiled one up to
-   floating-point noise.  Memory stays bounded by the tile size.
+   (768 px), each with ``MARGIN`` latent positions (32 px) of real image context on
+   interior sides; only each tile's core latents are kept.  The transform's four
+   5 x 5, stride-2 convolutions make latent ``i`` depend on pixels ``16 i - 30`` to
+   ``16 i + 30``, so 32 px of context is all a core latent sees: the assembled latent
+   equals the untiled one up to floating-point noise (on onnxruntime's CPU kernels it
+   is bit-identical).  Tiles are slices of the image (copied once, into the NCHW
+   input); only those on the bottom and right edges gather reflected rows or columns.
+   Memory stays bounded by the tile size.
 3. Latents are multiplied by the level's channel gains and rounded to integers.
 4. The integers are range coded channel by channel (``constriction`` queue coder) by
    :mod:`.context`: discrete Laplace tables chosen per latent by the activity of its
@@ -18,10 +22,14 @@ Encoding a plane:
    ``escapes`` payload.
 
 Decoding reverses this; the synthesis transform also runs in tiles whose margins
-(``MARGIN`` latent positions, twice its receptive radius) are cropped, so there are no
-seams.  The choice of table uses integer arithmetic only and the tables are integer, so
-the decoded integers are identical on every machine; only the final float transform
-may differ in the last bits.
+(``MARGIN`` latent positions) are cropped, so there are no seams: a pixel depends on
+the latents within 1 + 1/2 + 1/4 + 1/8 < 2 positions of it.  onnxruntime runs the
+synthesis' transposed convolutions as sub-pixel convolutions (see
+:func:`.model.subpixel_graph`), several times faster, to the same values up to float
+noise.  Sessions keep a memory arena across a job's tiles and shrink it after the last
+one (:func:`.model.release_options`).  The choice of table uses integer arithmetic
+only and the tables are integer, so the decoded integers are identical on every
+machine; only the final float transform may differ in the last bits.
 """
 
 from __future__ import annotations
@@ -36,17 +44,19 @@ import numpy as np
 from ...errors import BundleContentError, BundleVersionError, ParameterError
 from ...registry import Encoded
 from . import context
-from .model import BUILTIN_PATH, LearnedModel, load_model
+from .model import BUILTIN_PATH, LearnedModel, load_model, release_options
 
 __all__ = ["channel_order", "decode", "decode_latents", "encode", "encode_latents"]
 
 CODEC_VERSION = 2  # 2: context-adaptive coding (context.py) instead of fixed tables
 TILE = 48  # latent positions per tile side (768 px): bounds onnxruntime's buffers
-MARGIN = 4  # latent positions of context on interior tile sides
+MARGIN = 2  # latent positions of context on interior tile sides (see the module doc)
 _MAX_BITS_PER_SYMBOL = 64  # bound on payload size per latent symbol (validation)
 
-#: onnxruntime ``intra_op_num_threads``; 0 lets onnxruntime choose.  Overridden by
-#: the environment variable ``NAPARI_SVD_LEARNED_THREADS``.
+#: onnxruntime ``intra_op_num_threads``; 0 lets onnxruntime choose (one thread per
+#: physical core; 2 threads run about 1.8 times as fast as 1 on a 2-core machine).
+#: Overridden by the environment variable ``NAPARI_SVD_LEARNED_THREADS``.  The latents
+#: do not depend on it.
 THREADS = 0
 
 
@@ -64,6 +74,24 @@ def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
     return np.where(j >= n, 2 * n - 1 - j, j)
 
 
+def _axis(a: int, b: int, n: int) -> slice | np.ndarray:
+    """Positions ``a..b-1`` of an axis of length ``n``: a slice when they all lie inside
+    it, else reflected indices (the bottom and right tiles of an image whose size is
+    not a multiple of the stride)."""
+    return slice(a, b) if 0 <= a and b <= n else _reflect(np.arange(a, b), n)
+
+
+def _window(rgb: np.ndarray, rows: slice | np.ndarray, cols: slice | np.ndarray) -> np.ndarray:
+    """``rgb[rows][:, cols]``: a view when both are slices, else a copy of the tile."""
+    if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray):
+        return rgb[rows[:, None], cols[None, :]]
+    win = rgb[rows if isinstance(rows, slice) else slice(None)]
+    win = win[:, cols if isinstance(cols, slice) else slice(None)]
+    if isinstance(rows, np.ndarray):
+        return win[rows]
+    return win[:, cols] if isinstance(cols, np.ndarray) else win
+
+
 def _spans(n: int, tile: int) -> list[tuple[int, int]]:
     return [(a, min(a + tile, n)) for a in range(0, n, tile)]
 
@@ -78,41 +106,54 @@ def _analysis(model: LearnedModel, rgb: np.ndarray, progress: Callable[[float], 
     hgt, wid = rgb.shape[:2]
     lh, lw = _latent_size(hgt, wid, s)
     sess = model.session("analysis", _threads())
+    release = release_options()
     out = np.empty((model.channels, lh, lw), np.float32)
     tiles = [(ys, xs) for ys in _spans(lh, TILE) for xs in _spans(lw, TILE)]
+    bufs: dict[tuple[int, int], np.ndarray] = {}
     for k, ((y0, y1), (x0, x1)) in enumerate(tiles):
         # Context only on interior sides, so a single-tile image costs nothing extra.
         my0, my1 = (MARGIN if y0 > 0 else 0), (MARGIN if y1 < lh else 0)
         mx0, mx1 = (MARGIN if x0 > 0 else 0), (MARGIN if x1 < lw else 0)
-        iy = _reflect(np.arange((y0 - my0) * s, (y1 + my1) * s), hgt)
-        ix = _reflect(np.arange((x0 - mx0) * s, (x1 + mx1) * s), wid)
-        win = rgb[iy[:, None], ix[None, :]]  # (h, w, 3), a copy of the tile only
-        np.nan_to_num(win, copy=False)
-        np.clip(win, 0.0, 1.0, out=win)
-        x = np.ascontiguousarray(win.transpose(2, 0, 1)[None], dtype=np.float32)
-        y = sess.run(None, {"image": x})[0][0]
+        rows = _axis((y0 - my0) * s, (y1 + my1) * s, hgt)
+        cols = _axis((x0 - mx0) * s, (x1 + mx1) * s, wid)
+        win = _window(rgb, rows, cols)  # (h, w, 3): a view except at the padded edges
+        x = bufs.get(win.shape[:2])
+        if x is None:
+            x = bufs[win.shape[:2]] = np.empty((1, 3, *win.shape[:2]), np.float32)
+        # NCHW, cleaned as copied: NaN and values below 0 become 0, values above 1 become 1.
+        np.fmax(win.transpose(2, 0, 1), 0.0, out=x[0])
+        np.fmin(x, 1.0, out=x)
+        last = k == len(tiles) - 1
+        y = sess.run(None, {"image": x}, release if last else None)[0][0]
         out[:, y0:y1, x0:x1] = y[:, my0 : my0 + (y1 - y0), mx0 : mx0 + (x1 - x0)]
         progress(0.85 * (k + 1) / len(tiles))
     return out
 
 
-def _synthesis(model: LearnedModel, latent: np.ndarray, hgt: int, wid: int) -> np.ndarray:
-    """Image ``(H, W, 3)`` float32 from scaled latents ``(M, h, w)``, in tiles."""
+def _synthesis(
+    model: LearnedModel, latent: np.ndarray, hgt: int, wid: int, clip: bool = False
+) -> np.ndarray:
+    """Image ``(H, W, 3)`` float32 from scaled latents ``(M, h, w)``, in tiles; clipped
+    to [0, 1] as each tile is copied in when ``clip``."""
     s = model.stride
     _, lh, lw = latent.shape
     sess = model.session("synthesis", _threads())
+    release = release_options()
     out = np.empty((hgt, wid, 3), np.float32)
-    for y0, y1 in _spans(lh, TILE):
-        for x0, x1 in _spans(lw, TILE):
-            a0, a1 = max(0, y0 - MARGIN), min(lh, y1 + MARGIN)
-            b0, b1 = max(0, x0 - MARGIN), min(lw, x1 + MARGIN)
-            z = np.ascontiguousarray(latent[None, :, a0:a1, b0:b1])
-            img = sess.run(None, {"latent": z})[0][0]  # (3, h*s, w*s)
-            py0, px0 = (y0 - a0) * s, (x0 - b0) * s
-            oy1, ox1 = min(y1 * s, hgt), min(x1 * s, wid)
-            out[y0 * s : oy1, x0 * s : ox1] = img[
-                :, py0 : py0 + oy1 - y0 * s, px0 : px0 + ox1 - x0 * s
-            ].transpose(1, 2, 0)
+    tiles = [(ys, xs) for ys in _spans(lh, TILE) for xs in _spans(lw, TILE)]
+    for k, ((y0, y1), (x0, x1)) in enumerate(tiles):
+        a0, a1 = max(0, y0 - MARGIN), min(lh, y1 + MARGIN)
+        b0, b1 = max(0, x0 - MARGIN), min(lw, x1 + MARGIN)
+        z = np.ascontiguousarray(latent[None, :, a0:a1, b0:b1])
+        last = k == len(tiles) - 1
+        img = sess.run(None, {"latent": z}, release if last else None)[0][0]  # (3, h*s, w*s)
+        py0, px0 = (y0 - a0) * s, (x0 - b0) * s
+        oy1, ox1 = min(y1 * s, hgt), min(x1 * s, wid)
+        core = img[:, py0 : py0 + oy1 - y0 * s, px0 : px0 + ox1 - x0 * s].transpose(1, 2, 0)
+        if clip:
+            np.clip(core, 0.0, 1.0, out=out[y0 * s : oy1, x0 * s : ox1])
+        else:
+            out[y0 * s : oy1, x0 * s : ox1] = core
     return out
 
 
@@ -257,7 +298,8 @@ def decode(
     latent = symbols.astype(np.float32)
     del symbols
     latent *= model.inv_gain[level - 1][:, None, None]
+    if shape[2] == 3:  # clipped tile by tile, as copied out (one pass fewer)
+        return _synthesis(model, latent, shape[0], shape[1], clip=True)
     img = _synthesis(model, latent, shape[0], shape[1])
-    if shape[2] == 1:
-        img = img.mean(axis=2, keepdims=True, dtype=np.float32)
+    img = img.mean(axis=2, keepdims=True, dtype=np.float32)
     return np.clip(img, 0.0, 1.0, out=img)

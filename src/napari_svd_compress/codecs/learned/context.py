@@ -28,9 +28,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..._block_context import _classes
-from ..._entropy import decode_ints, encode_ints, stream_errors
 from ...errors import BundleContentError
+from ...format.block_context import _classes
+from ...format.entropy import decode_ints, encode_ints, stream_errors
 
 # exp(-1 / (0.04 * 2**(j/3))) in units of 2**-24: the ratio of successive weights of
 # the discrete Laplace of grid scale j (written out: no platform's exp is involved).

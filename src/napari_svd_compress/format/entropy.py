@@ -1,0 +1,299 @@
+"""Lossless coding of integer arrays: quantised factors, index maps, alpha planes.
+
+Each array is coded by whichever of several coders gives the fewest bytes:
+
+* ``laplace``: an ANS coder (constriction) with a quantised Laplace model per row, whose
+  location and scale travel as float16 side information.  Each row is coded either as
+  it is or as first differences (smooth singular vectors, such as the first one, are
+  far cheaper as differences).  This is the workhorse for transform coefficients.
+* ``zlib`` and ``lzma``: for arrays with long repeats (alpha masks, flat index maps).
+* ``raw``: the bytes as they are (when nothing helps).
+
+The stream starts with a small header (method, dtype, shape) that the decoder checks
+against the shape the caller expects before allocating anything.
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..errors import BundleContentError
+
+_MAGIC = b"E1"
+_DTYPES = ["uint8", "uint16", "uint32", "int8", "int16", "int32", "int64", "bool"]
+_RAW, _ZLIB, _LZMA, _LAPLACE = range(4)
+_NAMES = {_RAW: "raw", _ZLIB: "zlib", _LZMA: "lzma", _LAPLACE: "laplace"}
+# The ANS coder's model needs a bounded symbol range.
+_MAX_SPAN = 1 << 22
+_MIN_SCALE = 0.05
+_GENERAL_MAX_BYTES = 1 << 18
+# Model parameters travel as float16; keep them inside its finite range.
+_F16_MAX = 60000.0
+# The most memory an lzma stream may make its decoder take (preset 6 needs about 9 MiB).
+_LZMA_MEMLIMIT = 32 << 20
+
+
+def encode_ints(arr: np.ndarray, methods: tuple[str, ...] | None = None) -> bytes:
+    """Losslessly code an integer (or boolean) array; return the smallest stream.
+
+    Parameters
+    ----------
+    arr : ndarray
+        Integer or boolean array of any shape.  Rows (the first axis) get their own
+        entropy-model parameters.
+    methods : tuple of str, optional
+        Restrict the candidates (``"raw"``, ``"zlib"``, ``"lzma"``, ``"laplace"``).
+    """
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.name not in _DTYPES:
+        raise TypeError(f"cannot entropy-code dtype {arr.dtype}")
+    header = _MAGIC + struct.pack("<BB", _DTYPES.index(arr.dtype.name), arr.ndim)
+    header += struct.pack(f"<{arr.ndim}Q", *arr.shape)
+    raw = arr.tobytes()
+    allowed = set(methods or _NAMES.values())
+    candidates: list[tuple[int, bytes]] = []
+    if "raw" in allowed:
+        candidates.append((_RAW, raw))
+    # The general-purpose coders win on masks and repetitive maps; on large coefficient
+    # arrays they lose to the Laplace model and only cost time, so they are skipped there.
+    general = methods is not None or arr.dtype.itemsize == 1 or len(raw) <= _GENERAL_MAX_BYTES
+    if "zlib" in allowed and general:
+        candidates.append((_ZLIB, zlib.compress(raw, 9)))
+    if "lzma" in allowed and general:
+        candidates.append((_LZMA, lzma.compress(raw, preset=6)))
+    if "laplace" in allowed and arr.size:
+        body = _laplace_encode(arr)
+        if body is not None:
+            candidates.append((_LAPLACE, body))
+    method, body = min(candidates, key=lambda c: len(c[1]))
+    return header[:2] + bytes([method]) + header[2:] + body
+
+
+def coder_name(data: bytes) -> str:
+    """The name of the coder that produced ``data`` (for reports and tests)."""
+    return _NAMES.get(data[2], "?") if len(data) > 2 else "?"
+
+
+def decode_ints(
+    data: bytes,
+    shape: tuple[int, ...] | None = None,
+    dtype: np.dtype | str | None = None,
+) -> np.ndarray:
+    """Decode :func:`encode_ints` output, checking it has the expected shape and dtype.
+
+    Raises
+    ------
+    BundleContentError
+        If the stream is malformed, truncated, or not of the expected shape/dtype.
+    """
+    try:
+        if len(data) < 5 or data[:2] != _MAGIC:
+            raise BundleContentError("an integer payload has a bad header")
+        method, code, ndim = data[2], data[3], data[4]
+        if method not in _NAMES or code >= len(_DTYPES) or ndim > 8:
+            raise BundleContentError("an integer payload has an unknown coder or dtype")
+        end = 5 + 8 * ndim
+        if len(data) < end:
+            raise BundleContentError("an integer payload is truncated")
+        got_shape = struct.unpack(f"<{ndim}Q", data[5:end])
+        got_dtype = np.dtype(_DTYPES[code])
+        if shape is not None and tuple(got_shape) != tuple(int(s) for s in shape):
+            raise BundleContentError(
+                f"an integer payload has shape {got_shape}, expected {tuple(shape)}"
+            )
+        if dtype is not None and got_dtype != np.dtype(dtype):
+            raise BundleContentError(
+                f"an integer payload has dtype {got_dtype}, expected {np.dtype(dtype)}"
+            )
+        if shape is None:
+            raise BundleContentError("decode_ints needs the expected shape")
+        count = int(np.prod(got_shape, dtype=np.int64))
+        nbytes = count * got_dtype.itemsize
+        body = bytes(data[end:])
+        if method == _RAW:
+            raw = body
+        elif method in (_ZLIB, _LZMA):
+            # An xz header declares its dictionary size, which the decoder allocates: cap
+            # it (our streams need ~9 MiB), or 76 bytes could ask for 1.5 GiB.
+            d = (
+                zlib.decompressobj()
+                if method == _ZLIB
+                else lzma.LZMADecompressor(memlimit=_LZMA_MEMLIMIT)
+            )
+            # Bounded output: a stream cannot inflate beyond the declared shape.
+            raw = d.decompress(body, nbytes + 1)
+            if not d.eof:
+                raise BundleContentError("an integer payload is truncated")
+        else:
+            return _laplace_decode(body, got_shape, got_dtype)
+        if len(raw) != nbytes:
+            raise BundleContentError("an integer payload does not hold as many values as it says")
+        return np.frombuffer(raw, dtype=got_dtype).reshape(got_shape).copy()
+    except BundleContentError:
+        raise
+    except (zlib.error, lzma.LZMAError, struct.error, ValueError, OverflowError) as exc:
+        raise BundleContentError(f"an integer payload is corrupt: {exc}") from None
+
+
+@contextmanager
+def stream_errors(what: str) -> Iterator[None]:
+    """Raise :class:`BundleContentError` for whatever a coder raises on a bad stream.
+
+    constriction reports corrupt input as assorted exceptions, some of them (Rust
+    panics) outside ``Exception``; interrupts still pass through.
+    """
+    try:
+        yield
+    except BundleContentError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise BundleContentError(f"{what} is corrupt: {exc}") from None
+
+
+def _rows(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 0:
+        return arr.reshape(1, 1)
+    if arr.ndim == 1:
+        return arr.reshape(1, -1)
+    return arr.reshape(arr.shape[0], -1)
+
+
+def _row_models(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: whether to code differences, and float16 location and scale."""
+    plain = rows.astype(np.float64)
+    diff = plain.copy()
+    diff[:, 1:] = np.diff(plain, axis=1)
+    loc_p = np.median(plain, axis=1)
+    loc_d = np.median(diff[:, 1:], axis=1) if rows.shape[1] > 1 else loc_p
+    cost_p = np.mean(np.abs(plain - loc_p[:, None]), axis=1)
+    cost_d = np.mean(np.abs(diff[:, 1:] - loc_d[:, None]), axis=1) if rows.shape[1] > 1 else cost_p
+    use_diff = cost_d < 0.9 * cost_p
+    loc = np.clip(np.where(use_diff, loc_d, loc_p), -_F16_MAX, _F16_MAX)
+    scale = np.clip(np.where(use_diff, cost_d, cost_p), _MIN_SCALE, _F16_MAX)
+    if rows.shape[1] > 1:
+        cols = slice(1, None, max(1, (rows.shape[1] - 1) // _FIT_COLUMNS))
+        values = np.where(use_diff[:, None], diff[:, cols], plain[:, cols])
+        scale = np.clip(_refine_scale(values, loc, scale), _MIN_SCALE, _F16_MAX)
+    return use_diff, loc.astype(np.float16), scale.astype(np.float16)
+
+
+# The mean absolute deviation is the Laplace scale of continuous data; for sparse
+# integer rows (mostly zeros) a smaller one codes shorter.  Candidates, as multiples.
+_SCALE_TRIES = (0.3, 0.45, 0.6, 0.8, 1.0, 1.25)
+_FIT_COLUMNS = 2048
+
+
+def laplace_bits(magnitude: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Bits of each value at distance ``magnitude`` from the centre of a quantised Laplace
+    of ``scale``: ``P(x) = F(x + 1/2) - F(x - 1/2)`` (an encoder's estimate)."""
+    a, s = magnitude, scale
+    p = np.where(a < 0.5, -np.expm1(-0.5 / s), 0.5 * np.exp(-(a - 0.5) / s) * -np.expm1(-1.0 / s))
+    return -np.log2(np.maximum(p, 1e-300))
+
+
+def _refine_scale(values: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per row, the candidate multiple of ``scale`` with the shortest quantised-Laplace code
+    for ``values`` (a sample of the row)."""
+    a = np.abs(values - loc[:, None])
+    best_bits = np.full(len(scale), np.inf)
+    best = scale.copy()
+    for mult in _SCALE_TRIES:
+        s = np.maximum(scale * mult, _MIN_SCALE)[:, None]
+        bits = laplace_bits(a, s).sum(axis=1)
+        better = bits < best_bits
+        best_bits[better] = bits[better]
+        best[better] = s[better, 0]
+    return best
+
+
+def _laplace_encode(arr: np.ndarray) -> bytes | None:
+    import constriction
+
+    rows = _rows(arr).astype(np.int64)
+    use_diff, loc16, scale16 = _row_models(rows)
+    symbols = rows.copy()
+    symbols[use_diff, 1:] = np.diff(rows[use_diff], axis=1)
+    lo, hi = int(symbols.min()), int(symbols.max())
+    hi = max(hi, lo + 1)  # constriction needs a support of at least two symbols
+    if hi - lo > _MAX_SPAN:
+        return None
+    n = rows.shape[1]
+    loc = np.repeat(loc16.astype(np.float64), n)
+    scale = np.repeat(scale16.astype(np.float64), n)
+    # The first value of a differenced row is the value itself: give it a wide model.
+    first = np.flatnonzero(use_diff) * n
+    loc[first] = 0.0
+    scale[first] = max(float(np.abs(rows[use_diff, 0]).max(initial=0)), 1.0)
+    model = constriction.stream.model.QuantizedLaplace(lo, hi)
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(symbols.ravel().astype(np.int32), model, loc, scale)
+    words = coder.get_compressed()
+    side = (
+        struct.pack("<qqI", lo, hi, rows.shape[0])
+        + np.packbits(use_diff).tobytes()
+        + loc16.tobytes()
+        + scale16.tobytes()
+        + scale[first].astype(np.float64).tobytes()
+    )
+    return side + words.astype("<u4").tobytes()
+
+
+def _laplace_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    import constriction
+
+    count = int(np.prod(shape, dtype=np.int64))
+    n_rows = 1 if len(shape) < 2 else int(shape[0])
+    n = count // n_rows if n_rows else 0
+    lo, hi, rows_declared = struct.unpack("<qqI", body[:20])
+    # hi == lo makes constriction panic (a Rust assertion); the encoder keeps hi > lo.
+    if rows_declared != n_rows or hi <= lo or hi - lo > _MAX_SPAN:
+        raise BundleContentError("an entropy-coded payload has inconsistent side information")
+    pos = 20
+    flags_len = (n_rows + 7) // 8
+    use_diff = np.unpackbits(np.frombuffer(body[pos : pos + flags_len], np.uint8))[:n_rows]
+    pos += flags_len
+    loc16 = np.frombuffer(body[pos : pos + 2 * n_rows], np.float16)
+    pos += 2 * n_rows
+    scale16 = np.frombuffer(body[pos : pos + 2 * n_rows], np.float16)
+    pos += 2 * n_rows
+    use_diff = use_diff.astype(bool)
+    n_first = int(use_diff.sum())
+    first_scale = np.frombuffer(body[pos : pos + 8 * n_first], np.float64)
+    pos += 8 * n_first
+    words = np.frombuffer(body[pos : pos + (len(body) - pos) // 4 * 4], "<u4")
+    if (
+        len(use_diff) != n_rows
+        or len(loc16) != n_rows
+        or len(scale16) != n_rows
+        or len(first_scale) != n_first
+        or not np.all(np.isfinite(loc16))
+        or not np.all(scale16 > 0)
+        or not np.all(first_scale > 0)
+    ):
+        raise BundleContentError("an entropy-coded payload is truncated or corrupt")
+    loc = np.repeat(loc16.astype(np.float64), n)
+    scale = np.repeat(scale16.astype(np.float64), n)
+    first = np.flatnonzero(use_diff) * n
+    loc[first] = 0.0
+    scale[first] = first_scale
+    model = constriction.stream.model.QuantizedLaplace(int(lo), int(hi))
+    with stream_errors("an entropy-coded payload"):
+        coder = constriction.stream.stack.AnsCoder(words.astype(np.uint32))
+        symbols = coder.decode(model, loc, scale).astype(np.int64)
+        # A complete stream is used up exactly; anything else was cut or altered.
+        if not coder.is_empty():
+            raise BundleContentError("an entropy-coded payload is truncated or corrupt")
+    rows = symbols.reshape(n_rows, n)
+    rows[use_diff] = np.cumsum(rows[use_diff], axis=1)
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    if info is not None and (rows.min(initial=0) < info.min or rows.max(initial=0) > info.max):
+        raise BundleContentError("an entropy-coded payload decodes out of its dtype's range")
+    return rows.astype(dtype).reshape(shape)

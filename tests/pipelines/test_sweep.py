@@ -1,0 +1,140 @@
+"""Rate-distortion sweeps: the library table, the plot and the command line."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data, transform
+
+from napari_svd_compress.pipelines.sweep import COLUMNS, plot_rd, sweep
+
+
+@pytest.fixture(scope="module")
+def rgb8() -> np.ndarray:
+    small = transform.resize(data.astronaut(), (64, 96), anti_aliasing=True)
+    return np.round(small * 255).astype(np.uint8)
+
+
+def test_svd_rank_sweep_is_monotone(rgb8):
+    table = sweep(rgb8, methods=["svd"], points={"svd": [1, 2, 4, 8, 16, 32]})
+    assert table.columns == COLUMNS
+    assert [r["param"] for r in table] == [f"rank={k}" for k in (1, 2, 4, 8, 16, 32)]
+    sizes = [r["bytes"] for r in table]
+    psnrs = [r["psnr"] for r in table]
+    assert all(a < b for a, b in zip(sizes, sizes[1:]))
+    assert all(a < b for a, b in zip(psnrs, psnrs[1:]))
+    for r in table:
+        assert r["bpp"] == pytest.approx(r["bytes"] * 8 / (64 * 96))
+        assert 0 < r["ssim"] <= 1 and r["seconds"] >= 0
+
+
+def test_sweep_rows_equal_independent_compress_calls(rgb8):
+    """Shared work changes nothing: each row is what compress() alone gives (exactly,
+    where the factorisation is the exact SVD, as on images up to 1024 px)."""
+    from napari_svd_compress import compress
+
+    points = {"svd": [2, 8, 24, {"percent": 0.6}, {"rank": 5, "color": "rgb"}], "kmeans": [4, 16]}
+    table = sweep(rgb8, methods=("svd", "kmeans"), points=points)
+    for row, (method, p) in zip(
+        table, [("svd", v) for v in points["svd"]] + [("kmeans", v) for v in points["kmeans"]]
+    ):
+        params = p if isinstance(p, dict) else {"rank" if method == "svd" else "colors": p}
+        alone = compress(rgb8, method, **params)
+        assert row["bytes"] == alone.nbytes
+        assert row["psnr"] == alone.psnr and row["ssim"] == alone.ssim
+
+
+def test_svd_sweep_factorises_once_on_large_images(monkeypatch):
+    """Above 1024 px the randomized SVD runs once, at the largest rank; the other ranks
+    are its slices, within 0.02 dB and 0.5 % of compress() alone."""
+    from napari_svd_compress import api, compress
+    from napari_svd_compress.codecs import _linalg
+
+    rng = np.random.default_rng(0)
+    img = transform.resize(data.camera(), (1100, 1300))
+    img = np.clip(img * 255 + rng.normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+    calls = []
+    real = _linalg.truncated_svd
+    monkeypatch.setattr(
+        _linalg, "truncated_svd", lambda x, k, **kw: calls.append(k) or real(x, k, **kw)
+    )
+    results = list(api.compress_many(img, "svd", [{"rank": 4}, {"rank": 16}, {"rank": 8}]))
+    assert calls == [16]
+    monkeypatch.setattr(_linalg, "truncated_svd", real)
+    for k, shared in zip((4, 16, 8), results):
+        alone = compress(img, "svd", rank=k)
+        assert shared.params == alone.params
+        assert shared.psnr == pytest.approx(alone.psnr, abs=0.02)
+        assert shared.nbytes == pytest.approx(alone.nbytes, rel=0.005)
+        np.testing.assert_array_equal(api.decompress(shared.bundle), shared.image)
+
+
+def test_region_is_kept_and_shown(rgb8, tmp_path):
+    table = sweep(rgb8, methods=["jpeg"], points={"jpeg": [50]}, region="visible region")
+    assert table.region == "visible region"
+    fig = plot_rd(table, tmp_path / "rd.png", title="astronaut")
+    assert "visible region" in fig._suptitle.get_text()
+
+
+def test_default_points_and_csv(rgb8, tmp_path):
+    done = []
+    table = sweep(rgb8, methods=("jpeg", "kmeans"), progress=done.append)
+    assert table.methods == ["jpeg", "kmeans"]
+    assert done[-1] == 1.0 and len(done) >= len(table)
+    assert all(a <= b + 1e-9 for a, b in zip(done, done[1:]))
+    path = tmp_path / "t.csv"
+    table.to_csv(path)
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0].keys()) == COLUMNS
+    assert len(rows) == len(table)
+    assert float(rows[0]["bpp"]) == pytest.approx(table[0]["bpp"], rel=1e-5)
+    bpp, psnr = table.curve("jpeg")
+    assert bpp == sorted(bpp) and psnr[-1] > psnr[0] + 5
+
+
+def test_plot_to_axes_and_file(rgb8, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = sweep(rgb8, methods=["jpeg"], points={"jpeg": [10, 50, 90]})
+    fig, axes = plt.subplots(1, 2)
+    plot_rd(table, axes)
+    assert len(axes[0].lines) == 1 and len(axes[0].lines[0].get_xdata()) == 3
+    plt.close(fig)
+    out = tmp_path / "rd.png"
+    plot_rd(table.rows, out)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 300
+
+
+def test_command_line_writes_png_and_csv(rgb8, tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray(rgb8).save(src)
+    png, table = tmp_path / "rd.png", tmp_path / "rd.csv"
+    root = Path(__file__).resolve().parents[2] / "src"
+    args = [sys.executable, "-m", "napari_svd_compress.cli", "sweep", str(src)]
+    args += ["--methods", "svd,jpeg"]
+    args += ["--plot", str(png), "--csv", str(table), "--quiet"]
+    done = subprocess.run(args, capture_output=True, text=True, env={"PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    with Image.open(png) as im:
+        im.load()
+        assert im.size[0] > 300
+    rows = list(csv.DictReader(table.open()))
+    assert {r["method"] for r in rows} == {"svd", "jpeg"}
+    assert all(float(r["bytes"]) > 0 for r in rows)
+    bad = subprocess.run(
+        [sys.executable, "-m", "napari_svd_compress.cli", "sweep", str(src), "--methods", "x"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root)},
+    )
+    assert bad.returncode != 0
