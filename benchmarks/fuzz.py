@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import copy
 import io
 import json
 import multiprocessing as mp
@@ -273,7 +274,9 @@ JSON_ZOO: list[Any] = [
 
 
 def _pick(rng: np.random.Generator, seq: list[Any]) -> Any:
-    return seq[int(rng.integers(len(seq)))]
+    """An element of ``seq`` (a copy of a list or dict: the zoo's must never be shared)."""
+    item = seq[int(rng.integers(len(seq)))]
+    return copy.deepcopy(item) if isinstance(item, list | dict) else item
 
 
 def mutate_bytes(rng: np.random.Generator, data: bytes, others: list[bytes]) -> bytes:
@@ -795,7 +798,12 @@ def worker_main(
         if msg is None:
             break
         index = msg
-        kind, base, data = make_case(seed, index, corpus, marker)
+        try:
+            kind, base, data = make_case(seed, index, corpus, marker)
+        except Exception as exc:  # a bug of the fuzzer itself: report it, go on
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            conn.send(("done", index, "?", "?", "fuzzer-error", detail[-3000:], 0.0, 0, 0, 0, 0))
+            continue
         mode = int(np.random.default_rng([seed, index, 1]).integers(3))
         tracemalloc.reset_peak()
         traced0 = tracemalloc.get_traced_memory()[0]
@@ -905,6 +913,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     done = 0
     last_print = time.perf_counter()
     stop = {"flag": False}
+    failure = ""
 
     def on_signal(signum: int, frame: Any) -> None:
         stop["flag"] = True
@@ -913,9 +922,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     old_term = signal.signal(signal.SIGTERM, on_signal)
 
     def record_problem(index: int, kind: str, base: str, outcome: str, detail: str) -> None:
-        _, _, data = make_case(args.seed, index, corpus, marker)
         path = out / "cases" / f"seed{args.seed}-case{index}-{kind}.bin"
-        path.write_bytes(data)
+        try:
+            path.write_bytes(make_case(args.seed, index, corpus, marker)[2])
+        except Exception as exc:
+            detail += f"\n(the case cannot be made again: {exc!r})"
         problems.append(
             {
                 "case": index,
@@ -968,7 +979,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         index = s["case"]
                         code = proc.exitcode or 0
                         sig = signal.Signals(-code).name if code < 0 else f"exit {code}"
-                        kind, base, _ = make_case(args.seed, index, corpus, marker)
+                        kind, base = _describe(args.seed, index, corpus, marker)
                         results.append((index, kind, base, f"crash:{sig}", "", 0.0, 0, 0, 0))
                         record_problem(index, kind, base, f"crash:{sig}", f"worker died: {sig}")
                         done += 1
@@ -977,7 +988,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pool.restart(slot)
                 elif s["case"] is not None and now - s["since"] > args.timeout:
                     index = s["case"]
-                    kind, base, _ = make_case(args.seed, index, corpus, marker)
+                    kind, base = _describe(args.seed, index, corpus, marker)
                     results.append((index, kind, base, "hang", "", args.timeout, 0, 0, 0))
                     record_problem(index, kind, base, "hang", f"over {args.timeout} s")
                     done += 1
@@ -989,15 +1000,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{done}/{args.n} cases, {len(problems)} problems, {rate:.0f} cases/s",
                     flush=True,
                 )
+    except Exception:  # a bug of the fuzzer: keep what was run
+        failure = traceback.format_exc()
+        print(failure, file=sys.stderr)
+        stop["flag"] = True
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         pool.close()
     report = summarise(args, results, problems, time.perf_counter() - t_start)
     report["complete"] = not stop["flag"]
+    if failure:
+        report["fuzzer_failure"] = failure
     text = json.dumps(report, indent=1, default=str)
     (out / "report.json").write_text(text)
     return report
+
+
+def _describe(seed: int, index: int, corpus: list[Seed], marker: str) -> tuple[str, str]:
+    try:
+        kind, base, _ = make_case(seed, index, corpus, marker)
+        return kind, base
+    except Exception:
+        return "?", "?"
 
 
 def summarise(

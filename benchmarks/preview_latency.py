@@ -105,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{w}x{h} RGB, max rank {kmax}, {os.cpu_count()} CPUs, {platform.processor()}")
     print(f"factorisation: {factor_s:.1f} s")
-    for (k, s) in preview.latencies[: len(ranks)]:
+    for k, s in preview.latencies[: len(ranks)]:
         print(f"  rank {k:4d}: {s:.3f} s from the move to the full plane in the layer")
-    print("  drag drafts (s):", " ".join(f"{s:.3f}" for s in drafts), f"; whole drag {drag_s:.2f} s")
+    print(
+        "  drag drafts (s):", " ".join(f"{s:.3f}" for s in drafts), f"; whole drag {drag_s:.2f} s"
+    )
     print(f"longest event-loop stall: {stall * 1000:.0f} ms")
     print(f"size at rank {preview.rank}: {preview.nbytes} bytes; PSNR {preview.psnr:.2f} dB")
     viewer.close()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import lzma
+import zlib
+
 import numpy as np
 import pytest
 
 from napari_svd_compress.errors import BundleContentError
+from napari_svd_compress.format import entropy
 from napari_svd_compress.format.entropy import coder_name, decode_ints, encode_ints
 
 
@@ -67,3 +71,78 @@ def test_declared_huge_shape_is_refused_before_allocation():
     data = encode_ints(arr, methods=("zlib",))
     with pytest.raises(BundleContentError, match="shape"):
         decode_ints(data, shape=(10**6, 10**6), dtype=np.int32)
+
+
+def _index_map(shape=(1100, 1000), noise=0.1):
+    """A 16-colour index map (> 1 MiB): smooth regions, borders dithered by ``noise``."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    field = 8 + 7 * np.sin(x / 97.0) * np.cos(y / 131.0) + rng.normal(0, noise, shape)
+    return np.clip(np.rint(field), 0, 15).astype(np.uint8)
+
+
+def test_quick_codes_a_large_map_once_and_exactly():
+    labels = _index_map()
+    assert labels.nbytes > entropy._QUICK_MIN_BYTES
+    coded = encode_ints(labels, methods=("raw", "zlib", "laplace"), quick=True)
+    assert coder_name(coded) == "zlib"
+    np.testing.assert_array_equal(decode_ints(coded, shape=labels.shape, dtype=np.uint8), labels)
+    # Deterministic, and no more than a few percent longer than every coder at its best.
+    assert coded == encode_ints(labels, methods=("raw", "zlib", "laplace"), quick=True)
+    best = encode_ints(labels, methods=("raw", "zlib", "laplace"))
+    assert len(coded) < 1.2 * len(best)
+    # On a noisier map the per-row Laplace model wins, and the estimates see it.
+    noisy = _index_map(noise=0.8)
+    coded = encode_ints(noisy, methods=("raw", "zlib", "laplace"), quick=True)
+    assert coded == encode_ints(noisy, methods=("laplace",))
+    np.testing.assert_array_equal(decode_ints(coded, shape=noisy.shape, dtype=np.uint8), noisy)
+
+
+def test_chunked_zlib_is_one_standard_stream_whatever_the_threads(monkeypatch):
+    raw = _index_map().tobytes()
+    buf = memoryview(raw)
+    monkeypatch.setattr(entropy, "_ZLIB_CHUNK", 1 << 18)  # several chunks
+    settings = [s for m, s in entropy._QUICK_CODERS if m == entropy._ZLIB] + [(9, 0)]
+    streams = []
+    for threads in (1, 3):
+        monkeypatch.setattr(entropy, "_THREADS", threads)
+        for level, strategy in settings:
+            streams.append(entropy._zlib_chunked(buf, level, strategy))
+    assert streams[:3] == streams[3:]
+    for stream in streams:
+        assert zlib.decompress(stream) == raw
+
+
+def test_quick_picks_laplace_where_it_wins():
+    rng = np.random.default_rng(2)
+    scales = rng.uniform(0.5, 20, size=(600, 1))
+    arr = np.rint(rng.laplace(0, scales, size=(600, 1000))).astype(np.int16)
+    assert arr.nbytes > entropy._QUICK_MIN_BYTES
+    coded = encode_ints(arr, quick=True)
+    assert coder_name(coded) == "laplace"
+    np.testing.assert_array_equal(decode_ints(coded, shape=arr.shape, dtype=np.int16), arr)
+
+
+def test_quick_on_small_arrays_only_makes_lzma_faster():
+    small = _index_map((300, 300))
+    others = ("raw", "zlib", "laplace")
+    assert encode_ints(small, others, quick=True) == encode_ints(small, others)
+    fast = encode_ints(small, ("lzma",), quick=True)
+    assert coder_name(fast) == "lzma"
+    assert fast[5 + 8 * small.ndim :] == lzma.compress(small.tobytes(), preset=1)
+    np.testing.assert_array_equal(decode_ints(fast, shape=small.shape, dtype=np.uint8), small)
+
+
+@pytest.mark.parametrize("methods", [("lzma",), ("zlib",), ("laplace",), ("raw", "lzma")])
+def test_quick_respects_methods_on_large_arrays(methods):
+    large = _index_map()
+    coded = encode_ints(large, methods=methods, quick=True)
+    assert coder_name(coded) in methods
+    np.testing.assert_array_equal(decode_ints(coded, shape=large.shape, dtype=np.uint8), large)
+
+
+def test_quick_falls_back_to_raw_on_incompressible_bytes():
+    arr = np.random.default_rng(3).integers(0, 256, size=(1100, 1000), dtype=np.uint8)
+    coded = encode_ints(arr, methods=("raw", "zlib"), quick=True)
+    assert coder_name(coded) == "raw"
+    np.testing.assert_array_equal(decode_ints(coded, shape=arr.shape, dtype=np.uint8), arr)

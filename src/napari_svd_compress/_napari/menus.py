@@ -38,7 +38,7 @@ def _open(viewer: napari.viewer.Viewer, name: str) -> tuple[Any, Image | None]:
 
 def compress_with_svd(viewer: napari.viewer.Viewer) -> None:
     """Open the Compress widget on the active image layer, with the SVD method chosen."""
-    widget, layer = _open(viewer, "Compress")
+    widget, _ = _open(viewer, "Compress")
     widget.set_method("svd")
 
 

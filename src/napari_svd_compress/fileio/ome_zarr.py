@@ -558,8 +558,17 @@ def _remove_stale(path: Path) -> None:
                 stale = time.time() - tmp.stat().st_mtime > 24 * 3600
             except OSError:
                 continue
-        if stale:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not stale:
+            continue
+        if middle.endswith(".old.tmp") and not path.exists() and not path.is_symlink():
+            # The writer died between moving the old store aside and renaming the new
+            # one into place: put the old one back rather than lose it.
+            try:
+                os.rename(tmp, path)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -152,7 +152,7 @@ def test_flip_swaps_source_and_result_in_one_place(viewer_widget, qtbot):
     assert widget.flip() is None and _visible(viewer) == before
     assert not viewer.canvas.grid.enabled and not widget.comparison.active
 
-    other, source = _setup(viewer, widget, qtbot)
+    _, source = _setup(viewer, widget, qtbot)
     first, second = widget.runs
     widget.select_runs([first])
     before = {layer.name: layer.visible for layer in viewer.layers}
@@ -183,7 +183,7 @@ def test_flip_key_in_the_viewer(viewer_widget, qtbot):
     from napari.utils.key_bindings import KeyBinding
 
     viewer, widget = viewer_widget
-    other, source = _setup(viewer, widget, qtbot, ranks=(4,))
+    _setup(viewer, widget, qtbot, ranks=(4,))
     (run,) = widget.runs
     bound = viewer.keymap[KeyBinding.from_str(FLIP_KEY)]
     assert "Flip" in bound.__doc__
@@ -192,6 +192,7 @@ def test_flip_key_in_the_viewer(viewer_widget, qtbot):
     bound(viewer)
     assert _visible(viewer) == {run.layer.name}
     # Pressed on the canvas, where the user looks.
+    assert FLIP_KEY == "F"
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_F)
     assert _visible(viewer) == {"photo"}
     widget.leave_comparison()

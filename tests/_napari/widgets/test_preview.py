@@ -34,7 +34,9 @@ def viewer_widget(make_napari_viewer, monkeypatch):
 def _factored(widget: SpectrumWidget, qtbot) -> None:
     preview = widget.preview
     qtbot.waitUntil(
-        lambda: preview.factorisation is not None and not preview.busy and preview.layer is not None,
+        lambda: (
+            preview.factorisation is not None and not preview.busy and preview.layer is not None
+        ),
         timeout=TIMEOUT_MS,
     )
 

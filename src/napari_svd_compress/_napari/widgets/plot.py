@@ -124,8 +124,9 @@ class PlotPanel(QWidget):
         self.figure.set_facecolor(c["background"])
         for text in self.figure.texts:
             text.set_color(c["ink"])
-        if self.figure._suptitle is not None:  # matplotlib's only handle on it
-            self.figure._suptitle.set_color(c["ink"])
+        suptitle = getattr(self.figure, "_suptitle", None)  # matplotlib keeps no other handle
+        if suptitle is not None:
+            suptitle.set_color(c["ink"])
         for ax in self.figure.axes:
             ax.set_facecolor(c["background"])
             for spine in ax.spines.values():

@@ -89,7 +89,9 @@ class LatestOnly(QObject):
 
     ``work(request, superseded)`` runs in the thread; ``superseded()`` says whether a
     newer request is waiting (long work may stop early and return None).  Its value is
-    delivered to the main thread by :attr:`done` (or :attr:`failed` with the error).
+    delivered to the main thread by :attr:`done` (or :attr:`failed` with the error);
+    connect to them with :meth:`deliver_to`, so that :attr:`idle` stays False until the
+    receiver has handled the value.
 
     Signals
     -------
@@ -108,16 +110,35 @@ class LatestOnly(QObject):
         self._cond = threading.Condition()
         self._pending: Any = None
         self._has_pending = False
-        self._busy = False
+        self._in_flight = 0  # taken by the thread and not yet handled by the receiver
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="svd preview", daemon=True)
         self._thread.start()
 
     @property
     def idle(self) -> bool:
-        """Whether nothing is computing or waiting."""
+        """Whether nothing is computing, waiting, or on its way to the receiver."""
         with self._cond:
-            return not self._busy and not self._has_pending
+            return self._in_flight == 0 and not self._has_pending
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a request waits to be computed."""
+        return self._has_pending
+
+    def deliver_to(
+        self, on_done: Callable[[Any, Any], None], on_failed: Callable[[Any, str], None]
+    ) -> None:
+        """Connect the receiver's slots (then the one that marks a value as landed)."""
+        self.done.connect(on_done)
+        self.failed.connect(on_failed)
+        self.done.connect(self._landed)
+        self.failed.connect(self._landed)
+
+    @Slot()
+    def _landed(self, *_: Any) -> None:
+        with self._cond:
+            self._in_flight -= 1
 
     def submit(self, request: Any) -> None:
         """Compute ``request`` next, dropping any request still waiting."""
@@ -145,7 +166,7 @@ class LatestOnly(QObject):
                 if self._stopped:
                     return
                 request, self._pending, self._has_pending = self._pending, None, False
-                self._busy = True
+                self._in_flight += 1
             try:
                 value = self._work(request, self.superseded)
             except Exception as exc:  # shown to the user; the thread goes on
@@ -153,11 +174,10 @@ class LatestOnly(QObject):
                 value, error = None, f"{type(exc).__name__}: {exc}"
             else:
                 error = None
-            with self._cond:
-                self._busy = False
             if self._stopped:
                 return
             try:
+                # In flight until the main thread has handled the value (_landed).
                 if error is None:
                     self.done.emit(request, value)
                 else:
@@ -179,8 +199,7 @@ class PreviewSource:
         return (
             other is not None
             and other.layer == self.layer
-            and (other.index, other.space, other.chroma)
-            == (self.index, self.space, self.chroma)
+            and (other.index, other.space, other.chroma) == (self.index, self.space, self.chroma)
         )
 
 
@@ -286,8 +305,7 @@ class RankPreview(QGroupBox):
         self.worker = LatestOnly(self._work, parent=self)
         self.sizer = LatestOnly(self._work, parent=self)
         for thread in (self.worker, self.sizer):
-            thread.done.connect(self._on_done)
-            thread.failed.connect(self._on_failed)
+            thread.deliver_to(self._on_done, self._on_failed)
         self._rest = QTimer(self)
         self._rest.setSingleShot(True)
         self._rest.setInterval(REST_MS)
@@ -511,14 +529,18 @@ class RankPreview(QGroupBox):
             self.psnr = psnr
             self.nbytes = None
             self._show_figures()
-            if self.worker.idle and request.rank == self._rank:
+            if not self.worker.waiting and request.rank == self._rank:
                 self._sizing = _SizeRequest.of(request, self._container)
                 self._rest.start()  # if nothing else is asked for meanwhile, the size
 
     @Slot()
     def _on_rest(self) -> None:
         request = self._sizing
-        if request is not None and request.fact is self.factorisation and request.rank == self._rank:
+        if (
+            request is not None
+            and request.fact is self.factorisation
+            and request.rank == self._rank
+        ):
             self.sizer.submit(request)
 
     @Slot(object, str)
