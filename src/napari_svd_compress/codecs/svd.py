@@ -30,7 +30,7 @@ from ..errors import BundleContentError, ImageError, ParameterError
 from ..format.bundle import member_overhead
 from ..format.entropy import decode_ints, encode_ints
 from ..registry import Codec, Container, Encoded, Param, register
-from . import _linalg, pca
+from . import _blocks, _linalg
 from .color import COLOR_SPACES, from_space, to_space
 
 _DECODE_ROWS = 1024
@@ -856,7 +856,7 @@ def _encode_patch(
 ) -> Encoded:
     """Patch SVD (arXiv 2408.12691): the matrix of vectorised p x p patches (all
     channels) is factored; its left singular vectors are the eigenvectors of the patch
-    covariance, so :func:`.pca.encode_patches` does the work (mean-centred, quantised
+    covariance, so :func:`._blocks.encode_patches` does the work (mean-centred, quantised
     basis, rate-distortion optimised coefficients)."""
     p = int(params["patch"])
     if p < 2:
@@ -865,7 +865,7 @@ def _encode_patch(
     rule, value = rule_of(params)
 
     def run(choose: Callable[[np.ndarray], int], report=progress) -> Encoded:
-        enc = pca.encode_patches(
+        enc = _blocks.encode_patches(
             plane, block=p, choose_rank=choose, step_scale=_PATCH_STEP_SCALE, progress=report
         )
         enc.meta["patch"] = p
@@ -887,7 +887,7 @@ def _encode_patch(
                 meta = {**enc.meta, "target_met": False}
                 nbytes += container.overhead + len(json.dumps(meta)) + 2
                 return nbytes * 8 / (h * w) <= value, enc
-            rec = pca.decode(enc.meta, enc.payloads, plane.shape)
+            rec = _blocks.decode(enc.meta, enc.payloads, plane.shape)
             rec = np.clip(rec, 0, 1)
             if quantum:
                 rec = np.rint(rec / quantum) * quantum
@@ -949,7 +949,7 @@ def decode(
     if "patch" in meta:
         if meta.get("patch") != meta.get("block") or meta.get("mode") != "blocks":
             raise BundleContentError("svd: inconsistent patch entry")
-        return pca.decode(meta, payloads, shape)
+        return _blocks.decode(meta, payloads, shape)
     h, w, c = shape
     region = _region(meta, payloads, shape)
     # Band by band, so the channels are interleaved and converted while still in cache

@@ -11,7 +11,7 @@ import pytest
 from skimage import data, transform
 
 import napari_svd_compress as nsc
-from napari_svd_compress.codecs import pca as _pca
+from napari_svd_compress.codecs import _blocks as _pca
 from napari_svd_compress.errors import BundleError, ParameterError
 
 
