@@ -84,7 +84,11 @@ CASES: dict[str, tuple[Callable[[], np.ndarray], str, dict[str, Any]]] = {
     "svd-gray-float32-psnr": (lambda: _gray(40, 40, "float32", 5), "svd", {"target_psnr": 28.0}),
     "svd-gray-float64-bpp": (lambda: _gray(40, 40, "float64", 6), "svd", {"target_bpp": 1.5}),
     "svd-gray-bool": (lambda: _gray(32, 32, "bool", 7), "svd", {"rank": 6}),
-    "svd-stack-uint8": (lambda: _stack(3, lambda i: _gray(32, 32, "uint8", 10 + i)), "svd", {"rank": 4}),
+    "svd-stack-uint8": (
+        lambda: _stack(3, lambda i: _gray(32, 32, "uint8", 10 + i)),
+        "svd",
+        {"rank": 4},
+    ),
     "svd-rgb-stack-uint16": (
         lambda: _stack(2, lambda i: _rgb(32, 32, "uint16", 20 + i)),
         "svd",
