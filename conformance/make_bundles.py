@@ -162,6 +162,10 @@ def _refused(base: bytes) -> dict[str, bytes]:
     def rank(m: dict[str, Any], p: dict[str, bytes]) -> None:
         m["planes"][0]["channels"][0]["rank"] = 10_000
 
+    def shift(m: dict[str, Any], p: dict[str, bytes]) -> None:
+        # Weights 2^8 times too large: the exact sum could pass 2^53.
+        m["planes"][0]["channels"][0]["shift"] += 8
+
     return {
         "refuse-version": _rezip(base, version),
         "refuse-size": _rezip(base, size),
@@ -169,6 +173,7 @@ def _refused(base: bytes) -> dict[str, bytes]:
         "refuse-member-name": _rezip(base, name),
         "refuse-rank": _rezip(base, rank),
         "refuse-not-zip": b"NOTAZIP" + base[7:64],
+        **({"refuse-shift": _rezip(base, shift)} if VERSION >= 2 else {}),
     }
 
 
@@ -192,10 +197,21 @@ def main(argv: list[str] | None = None) -> None:
         files[path.name] = path.read_bytes() if path.exists() and not args.force else blob
     for fname, blob in files.items():
         (BUNDLES / fname).write_bytes(blob)
+    # Every bundle in the folder, of any version, is decoded again: a recorded result
+    # that the library no longer reproduces is an error, never silently rewritten.
+    changed = []
+    for path in sorted(BUNDLES.glob("*.svdz")):
         try:
-            expected[fname] = digest(np.asarray(decompress(blob)))
+            got = digest(np.asarray(decompress(path)))
         except BundleError as exc:
-            expected[fname] = {"error": type(exc).__name__}
+            got = {"error": type(exc).__name__}
+        fname = path.name
+        if fname in expected and expected[fname] != got and not (args.force and fname in files):
+            changed.append(fname)
+        else:
+            expected[fname] = got
+    if changed:
+        raise SystemExit(f"the library no longer decodes these as recorded: {changed}")
     EXPECTED.write_text(json.dumps(dict(sorted(expected.items())), indent=1) + "\n")
     total = sum((BUNDLES / f).stat().st_size for f in expected)
     print(f"{len(expected)} files, {total} bytes")

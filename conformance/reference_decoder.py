@@ -1,4 +1,4 @@
-"""A decoder of `.svdz` bundles (format version 1) written from docs/bundle-format.md.
+"""A decoder of `.svdz` bundles (format versions 1 and 2) written from docs/bundle-format.md.
 
 It is deliberately independent of the ``napari_svd_compress`` package: one file, using
 only the standard library (``zipfile``, ``json``, ``struct``, ``zlib``, ``lzma``), NumPy,
@@ -62,7 +62,7 @@ def read_bundle(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     manifest = json.loads(zf.read("manifest.json").decode("utf-8"))
     if not isinstance(manifest, dict) or manifest.get("format") != "svdz":
         raise Refused("not an svdz manifest")
-    if manifest.get("version") != 1:
+    if manifest.get("version") not in (1, 2):
         raise Refused(f"unsupported version {manifest.get('version')!r}")
     payloads = {}
     for name, size in manifest["payloads"].items():
@@ -190,10 +190,25 @@ def svd_plane(meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: int, 
         qu = decode_ints(data[pos + na : pos + na + nu], (k, h), "int32")
         qv = decode_ints(data[pos + na + nu : pos + na + nu + nv], (k, w), "int32")
         pos += na + nu + nv
-        # §6.2: g_i = step^2 / a_i, x = sum_i (qu_i g_i) qv_i, all in float64, then float32.
         g = (step * step) / amp.astype(np.float64)
-        left = qu.T.astype(np.float64) * g
-        out[..., ch] = (left @ qv.astype(np.float64)).astype(np.float32)
+        if "shift" not in entry:
+            # §6.3 (version 1): x = sum_i (qu_i g_i) qv_i in float64, then float32.
+            out[..., ch] = ((qu.T.astype(np.float64) * g) @ qv.astype(np.float64)).astype(
+                np.float32
+            )
+            continue
+        # §6.2 (version 2): integer weights m_i = rint(g_i 2^shift); the sum of the
+        # integer products is exact (checked below 2^53), scaled by 2^-shift, then float32.
+        e = entry["shift"]
+        m = [int(v) for v in np.rint(np.ldexp(g, e))]
+        mu = [int(v) for v in np.abs(qu.astype(np.int64)).max(axis=1, initial=0)]
+        mv = [int(v) for v in np.abs(qv.astype(np.int64)).max(axis=1, initial=0)]
+        if abs(e) > 1000 or sum(a * b * c for a, b, c in zip(m, mu, mv)) > 2**53:
+            raise Refused("svd: the exact sum could exceed 2^53")
+        s = np.zeros((h, w), np.int64)
+        for i in range(k):  # integers: any order gives the same sum
+            s += (m[i] * qu[i].astype(np.int64))[:, None] * qv[i].astype(np.int64)[None, :]
+        out[..., ch] = np.ldexp(s.astype(np.float64), -e).astype(np.float32)
     if pos != len(data):
         raise Refused("svd: trailing bytes")
     return ycbcr_to_rgb(out) if meta["space"] == "ycbcr" else out

@@ -204,11 +204,47 @@ def test_public_factor_decoding_matches_decode(gray):
     qu, qv, amp, step = svd.decode_factors(entry, data_, (h, w))
     assert qu.shape == (12, h) and qv.shape == (12, w) and amp.shape == (12,)
     whole = svd.decode(meta, {"svd": data_}, (h, w, 1))[..., 0]
-    np.testing.assert_array_equal(svd.reconstruct_rows(qu, qv, amp, step), whole)
-    np.testing.assert_array_equal(svd.reconstruct_rows(qu, qv, amp, step, 10, 30), whole[10:30])
+    shift = entry["shift"]
+    np.testing.assert_array_equal(svd.reconstruct_rows(qu, qv, amp, step, shift=shift), whole)
+    np.testing.assert_array_equal(
+        svd.reconstruct_rows(qu, qv, amp, step, 10, 30, shift=shift), whole[10:30]
+    )
     with pytest.raises(BundleContentError, match="lengths"):
         svd.decode_factors(entry, data_[:-1], (h, w))
     with pytest.raises(BundleContentError, match="out of range"):
         svd.check_entry({**entry, "rank": min(h, w) + 1}, min(h, w))
     with pytest.raises(BundleContentError, match="malformed"):
         svd.check_entry({"rank": 3}, min(h, w))
+
+
+def test_version2_sum_is_exact_integer_arithmetic(gray):
+    """Format version 2: the reconstruction is the exact integer sum of the products
+    scaled by 2^-shift, then rounded once to float32 (no BLAS order in it), and any tile
+    of it has the bits of the whole plane."""
+    from napari_svd_compress.errors import BundleContentError
+    from napari_svd_compress.format.bundle import open_bundle
+
+    opened = open_bundle(nsc.compress(gray, "svd", rank=20, qloss=0.01).bundle)
+    meta, data_ = opened.manifest["planes"][0], opened.payloads["svd"]
+    h, w = gray.shape
+    (entry,) = meta["channels"]
+    qu, qv, amp, step = svd.decode_factors(entry, data_, (h, w))
+    shift = entry["shift"]
+    m = [int(v) for v in np.rint(np.ldexp(step * step / amp.astype(np.float64), shift))]
+    bound = sum(
+        a * int(np.abs(u).max()) * int(np.abs(v).max()) for a, u, v in zip(m, qu, qv, strict=True)
+    )
+    assert 2**51 < bound <= 2**53  # (nearly) the largest shift that keeps the sum exact
+    exact = sum(
+        (mi * u.astype(np.int64))[:, None] * v.astype(np.int64)[None, :]
+        for mi, u, v in zip(m, qu, qv, strict=True)
+    )
+    want = np.ldexp(exact.astype(np.float64), -shift).astype(np.float32)
+    whole = svd.decode(meta, {"svd": data_}, (h, w, 1))[..., 0]
+    np.testing.assert_array_equal(whole, want)
+    region = svd.decode_region(meta, {"svd": data_}, (h, w, 1))
+    np.testing.assert_array_equal(region(5, 40, 7, 33, 1)[..., 0], want[5:40, 7:33])
+    # A shift whose weights could carry the sum past 2^53 is refused.
+    bad = {**entry, "shift": shift + 2}
+    with pytest.raises(BundleContentError, match="exact sum"):
+        svd.decode_factors(bad, data_, (h, w))

@@ -53,7 +53,7 @@ def rezip(good: bytes, manifest_edit=None, payload_edit=None, extra=None) -> byt
 def test_round_trip_and_manifest(good, tmp_path):
     opened = bundle.open_bundle(good)
     m = opened.manifest
-    assert m["format"] == "svdz" and m["version"] == 1 and m["codec"] == "svd"
+    assert m["format"] == "svdz" and m["version"] == bundle.VERSION and m["codec"] == "svd"
     assert m["shape"] == [128, 128] and m["dtype"] == "uint8"
     assert m["value_range"] == [0.0, 255.0]
     assert m["params"]["rank"] == 10

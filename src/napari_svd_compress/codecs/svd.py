@@ -212,27 +212,86 @@ def quantise_factors(
     qu = np.rint(u.T * math.sqrt(h) * gain).astype(np.int32)
     qv = np.rint(vt * math.sqrt(w) * gain).astype(np.int32)
     parts = [amp.astype("<f4").tobytes(), encode_ints(qu), encode_ints(qv)]
-    meta = {"rank": k, "step": step, "lengths": [len(p) for p in parts]}
+    shift = choose_shift(qu, qv, amp, step)
+    meta = {"rank": k, "step": step, "lengths": [len(p) for p in parts], "shift": shift}
     return b"".join(parts), meta, qu, qv, amp, step
 
 
+# Format version 2 sums the components exactly (docs/bundle-format.md, section 6.2): the
+# weights step^2 / a_i become integers m_i = rint(step^2 / a_i * 2^shift), and while every
+# partial sum of integers stays within 2^53 float64 adds them exactly, in any order, so
+# BLAS's blocking and thread count cannot change a bit.
+_EXACT_LIMIT = 1 << 53
+_MAX_SHIFT = 1000
+
+
+def _weights(amp: np.ndarray, step: float, shift: int) -> np.ndarray:
+    """The integer weights ``m_i`` (as float64) of a version-2 channel."""
+    return np.rint(np.ldexp(step * step / amp.astype(np.float64), shift))
+
+
+def _exact_bound(m: np.ndarray, qu: np.ndarray, qv: np.ndarray) -> int:
+    """``sum_i m_i max|qu_i| max|qv_i|`` in exact integer arithmetic: a bound on every
+    partial sum of the reconstruction's products."""
+    if not len(m):
+        return 0
+    mu = np.abs(qu.astype(np.int64)).max(axis=1, initial=0).tolist()
+    mv = np.abs(qv.astype(np.int64)).max(axis=1, initial=0).tolist()
+    return sum(int(a) * b * c for a, b, c in zip(m.tolist(), mu, mv, strict=True))
+
+
+def choose_shift(qu: np.ndarray, qv: np.ndarray, amp: np.ndarray, step: float) -> int:
+    """The largest ``shift`` whose integer weights keep the exact sum within 2^53."""
+    if not len(amp):
+        return 0
+    g = step * step / amp.astype(np.float64)
+    mu = np.abs(qu).max(axis=1, initial=0).astype(np.float64)
+    mv = np.abs(qv).max(axis=1, initial=0).astype(np.float64)
+    bound = float(np.sum(g * mu * mv))
+    shift = _MAX_SHIFT if bound <= 0 else min(_MAX_SHIFT, 53 - math.ceil(math.log2(bound)))
+    while shift > -_MAX_SHIFT and _exact_bound(_weights(amp, step, shift), qu, qv) > _EXACT_LIMIT:
+        shift -= 1
+    return max(shift, -_MAX_SHIFT)
+
+
 def reconstruct_rows(
-    qu: np.ndarray, qv: np.ndarray, amp: np.ndarray, step: float, r0: int = 0, r1: int | None = None
+    qu: np.ndarray,
+    qv: np.ndarray,
+    amp: np.ndarray,
+    step: float,
+    r0: int = 0,
+    r1: int | None = None,
+    *,
+    shift: int | None = None,
+    c0: int = 0,
+    c1: int | None = None,
 ) -> np.ndarray:
-    """Rows ``r0:r1`` of a channel decoded from its quantised factors (float32).
+    """Rows ``r0:r1`` (columns ``c0:c1``) of a channel decoded from its quantised factors
+    (float32).
 
     ``s_i u_i v_i^T = a_i sqrt(hw) * (step qu_i / (a_i sqrt(h))) * (step qv_i / (a_i sqrt(w)))``.
-    The products are summed in float64: float32 BLAS sums in an order that depends on
-    threads and CPU, and a pixel near a rounding boundary would decode differently elsewhere.
+    With ``shift`` (format version 2) the weights ``step^2 / a_i`` are the integers
+    ``m_i`` times ``2^-shift`` and the sum is exact (see :func:`choose_shift`): the same
+    bits on any machine.  Without (version 1) the products are summed in float64 in
+    BLAS's order, then rounded to float32.
     """
     r1 = qu.shape[1] if r1 is None else r1
-    out = np.zeros((r1 - r0, qv.shape[1]), np.float32)
+    c1 = qv.shape[1] if c1 is None else c1
+    out = np.zeros((r1 - r0, c1 - c0), np.float32)
     if len(amp) == 0:
         return out
-    left = qu[:, r0:r1].T.astype(np.float64) * (step * step / amp.astype(np.float64))
-    right = qv.astype(np.float64)
+    if shift is None:
+        weights = step * step / amp.astype(np.float64)
+    else:
+        weights = _weights(amp, step, shift)
+    left = qu[:, r0:r1].T.astype(np.float64) * weights
+    right = qv[:, c0:c1].astype(np.float64)
     for start in range(0, r1 - r0, _DECODE_ROWS):
-        out[start : start + _DECODE_ROWS] = left[start : start + _DECODE_ROWS] @ right
+        band = left[start : start + _DECODE_ROWS] @ right
+        if shift is not None:
+            # Exact integers times a power of two: exact, then one rounding to float32.
+            band = np.ldexp(band, -shift)
+        out[start : start + _DECODE_ROWS] = band
     return out
 
 
@@ -820,7 +879,10 @@ def _encode_channels(
                 meta = {"space": space, "channels": built[1], "target_met": True}
                 nbytes = _bundle_nbytes(built[0], meta, container)
                 return nbytes * 8 / (h * w) <= value, built
-            planes = [reconstruct_rows(*f) for f in built[2]]
+            planes = [
+                reconstruct_rows(*f, shift=m["shift"])
+                for f, m in zip(built[2], built[1], strict=True)
+            ]
             rec = from_space(np.stack(planes, axis=-1), space if space != "gray" else "rgb")
             if quantum:
                 rec = np.rint(np.clip(rec, 0, 1) / quantum) * quantum
@@ -993,6 +1055,7 @@ def _region(
     if data is None:
         raise BundleContentError("svd: payload 'svd' is missing")
     factors = []
+    shifts: list[int | None] = []
     pos = 0
     for entry in chans:
         _, _, lengths = check_entry(entry, min(h, w))
@@ -1000,6 +1063,7 @@ def _region(
         if end > len(data):
             raise BundleContentError("svd: payload lengths do not match the manifest")
         factors.append(decode_factors(entry, data[pos:end], (h, w)))
+        shifts.append(entry.get("shift"))
         pos = end
     if pos != len(data):
         raise BundleContentError("svd: payload has trailing bytes")
@@ -1020,10 +1084,11 @@ def _region(
         return coarse[step]
 
     def region(r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
-        if step == 1 and (c0, c1) == (0, w):
-            out = np.empty((r1 - r0, w, c), np.float32)
+        if step == 1 and ((c0, c1) == (0, w) or shifts[0] is not None):
+            # Version 2 sums exactly: any tile has the bits of the whole plane.
+            out = np.empty((r1 - r0, c1 - c0, c), np.float32)
             for i, f in enumerate(factors):
-                out[..., i] = reconstruct_rows(*f, r0, r1)
+                out[..., i] = reconstruct_rows(*f, r0, r1, shift=shifts[i], c0=c0, c1=c1)
         else:
             out = np.empty((r1 - r0, c1 - c0, c), np.float32)
             for i, (left, right) in enumerate(scaled(step)):
@@ -1081,6 +1146,11 @@ def check_entry(entry: Any, max_rank: int) -> tuple[int, float, list[int]]:
         or not all(isinstance(n, int) and n >= 0 for n in lengths)
     ):
         raise BundleContentError("svd: a channel entry is out of range")
+    shift = entry.get("shift")
+    if shift is not None and (
+        not isinstance(shift, int) or isinstance(shift, bool) or abs(shift) > _MAX_SHIFT
+    ):
+        raise BundleContentError("svd: a channel's shift is out of range")
     return k, step, lengths
 
 
@@ -1127,6 +1197,9 @@ def decode_factors(
     qu = decode_ints(data[pos : pos + lengths[1]], shape=(k, h), dtype=np.int32)
     pos += lengths[1]
     qv = decode_ints(data[pos : pos + lengths[2]], shape=(k, w), dtype=np.int32)
+    shift = entry.get("shift")
+    if shift is not None and _exact_bound(_weights(amp, step, shift), qu, qv) > _EXACT_LIMIT:
+        raise BundleContentError("svd: the channel's weights overflow the exact sum")
     return qu, qv, amp, step
 
 

@@ -34,7 +34,11 @@ from ..errors import (
 from . import native
 
 FORMAT = "svdz"
-VERSION = 1
+#: The version written.  2: svd channels sum their components exactly (an integer
+#: ``shift`` per channel); every other payload is as in version 1.
+VERSION = 2
+#: The versions read (version 1 svd channels decode by their own arithmetic).
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 #: Reader limits.  A bundle beyond them is refused before anything is allocated.
@@ -278,9 +282,10 @@ def _parse_manifest(raw: bytes) -> dict[str, Any]:
     if manifest.get("format") != FORMAT:
         raise BundleFormatError(f"not a {FORMAT} bundle (format {manifest.get('format')!r})")
     version = manifest.get("version")
-    if version != VERSION:
+    if version not in READ_VERSIONS or isinstance(version, bool):
+        known = ", ".join(map(str, READ_VERSIONS))
         raise BundleVersionError(
-            f"bundle format version {version!r} is not supported (this reader knows {VERSION})"
+            f"bundle format version {_short(version)} is not supported (this reader knows {known})"
         )
     codec = manifest.get("codec")
     if not isinstance(codec, str):

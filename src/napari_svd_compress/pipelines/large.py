@@ -339,7 +339,7 @@ def compress_large(
         plane_meta = {"space": "gray", "channels": [meta], "target_met": True}
         encode_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sq_err, ssim_value = _measure(rows, spec, band, qu, qv, amp, step, ssim)
+        sq_err, ssim_value = _measure(rows, spec, band, (qu, qv, amp, step, meta["shift"]), ssim)
         plane = PlaneFigures(
             payloads={"svd": blob},
             meta=plane_meta,
@@ -361,26 +361,27 @@ def _measure(
     rows: _Rows,
     spec: ImageSpec,
     band: int,
-    qu: np.ndarray,
-    qv: np.ndarray,
-    amp: np.ndarray,
-    step: float,
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray, float, int | None],
     with_ssim: bool,
 ) -> tuple[float, float]:
-    """The sum of squared errors of the decoded plane and its SSIM (NaN when not asked)."""
+    """The sum of squared errors of the decoded plane and its SSIM (NaN when not asked);
+    ``factors``: ``qu, qv, amp, step, shift`` (see :func:`reconstruct_rows`)."""
+    qu, qv, amp, step, shift = factors
     h = spec.shape[0]
     sq_err = 0.0
     total = 0.0
     count = 0
     pad = metrics.SSIM_RADIUS
     for r0, r1, orig in rows.bands(band):
-        back = from_unit(reconstruct_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
+        back = from_unit(reconstruct_rows(qu, qv, amp, step, r0, r1, shift=shift)[..., None], spec)
         sq_err += metrics.squared_error(orig, back)
         if with_ssim and min(spec.shape) >= 7:
             # SSIM's 7x7 window needs `pad` rows beyond the band on each side.
             lo, hi = max(r0 - pad, 0), min(r1 + pad, h)
             ref = rows.read(lo, hi)
-            test = from_unit(reconstruct_rows(qu, qv, amp, step, lo, hi)[..., None], spec)
+            test = from_unit(
+                reconstruct_rows(qu, qv, amp, step, lo, hi, shift=shift)[..., None], spec
+            )
             from skimage.metrics import structural_similarity
 
             _, smap = structural_similarity(ref, test, data_range=spec.data_range, full=True)
@@ -420,13 +421,15 @@ def decompress_large(
     if "svd" not in opened.payloads:
         raise BundleContentError("svd: payload 'svd' is missing")
     qu, qv, amp, step = decode_factors(channels[0], opened.payloads["svd"], (h, w))
+    shift = channels[0].get("shift")
     out = Path(out)
     with atomic_target(out) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=(h, w))
         band = _band_rows(w, band_mb)
         for r0 in range(0, h, band):
             r1 = min(r0 + band, h)
-            mm[r0:r1] = from_unit(reconstruct_rows(qu, qv, amp, step, r0, r1)[..., None], spec)
+            rec = reconstruct_rows(qu, qv, amp, step, r0, r1, shift=shift)
+            mm[r0:r1] = from_unit(rec[..., None], spec)
         mm.flush()
         del mm
     return out
