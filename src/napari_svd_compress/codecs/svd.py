@@ -11,7 +11,9 @@ against the exact truncation.  The integer rows are coded by
 :func:`~napari_svd_compress.format.entropy.encode_ints` (ANS with a Laplace model per row).
 
 Payload ``svd``: per channel, ``k`` float32 amplitudes then the two coded integer
-arrays (``k x H`` and ``k x W``); their byte lengths are in the plane's meta.
+arrays (``k x H`` and ``k x W``); their byte lengths are in the plane's meta, with the
+``shift`` that makes the decoder's sum exact (format version 2; see
+:func:`reconstruct_rows` and docs/bundle-format.md, section 6).
 """
 
 from __future__ import annotations
