@@ -129,7 +129,10 @@ def _laplace(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
     nd = int(diff.sum())
     first = np.frombuffer(body[pos : pos + 8 * nd], "<f8")
     pos += 8 * nd
-    words = np.frombuffer(body[pos:], "<u4").astype(np.uint32)
+    # Trailing bytes short of a whole word are ignored (§5.1).
+    words = np.frombuffer(body[pos : pos + (len(body) - pos) // 4 * 4], "<u4").astype(np.uint32)
+    if not (np.all(np.isfinite(loc16)) and np.all(scale16 > 0) and np.all(first > 0)):
+        raise Refused("bad laplace model parameters")
     # Per symbol, in C order: the row's float16 location and scale widened to float64;
     # a differenced row's first symbol has location 0 and its own float64 scale.
     loc = np.repeat(loc16.astype(np.float64), n)
@@ -187,6 +190,8 @@ def svd_plane(meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: int, 
         if not 0 <= k <= min(h, w) or na != 4 * k:
             raise Refused("svd: bad channel entry")
         amp = np.frombuffer(data[pos : pos + na], "<f4")
+        if not (np.all(np.isfinite(amp)) and np.all(amp > 0)) or not step > 0:
+            raise Refused("svd: amplitudes and step must be positive and finite")
         qu = decode_ints(data[pos + na : pos + na + nu], (k, h), "int32")
         qv = decode_ints(data[pos + na + nu : pos + na + nu + nv], (k, w), "int32")
         pos += na + nu + nv
@@ -287,6 +292,10 @@ def block_coefficients(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
     lo, hi = struct.unpack("<qq", data[3:19])
     flags = np.frombuffer(data[19 : 19 + k], np.uint8)
     base = np.frombuffer(data[19 + k : 19 + 3 * k], "<f2")
+    if (len(data) - 19 - 3 * k) % 4 or not lo < hi or hi - lo > 1 << 22:
+        raise Refused("coefficient stream is malformed")
+    if np.any(flags & 15 > 5) or np.any(flags >> 4 > 1) or not np.all(base > 0):
+        raise Refused("coefficient stream is malformed")
     words = np.frombuffer(data[19 + 3 * k :], "<u4").astype(np.uint32)
     model = constriction.stream.model.QuantizedLaplace(int(lo), int(hi))
     coder = constriction.stream.stack.AnsCoder(words)
