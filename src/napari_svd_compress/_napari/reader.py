@@ -9,7 +9,6 @@ gives a clear message, never a traceback dialog.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -155,8 +154,8 @@ def read_bundle_layers(path: PathOrPaths) -> list[LayerData]:
         entry = layer_entry(
             data,
             level0,
-            manifest=_json_safe(opened.manifest),
-            figures=_json_safe(_figures(opened)),
+            manifest=opened.manifest,
+            figures=_figures(opened),
             source=one,
         )
     except SVDCompressError as exc:
@@ -182,18 +181,6 @@ def _figures(opened: Any) -> dict[str, Any]:
     """The bundle's figures with the codec and its parameters."""
     manifest = opened.manifest
     return {"method": manifest["codec"], "params": manifest.get("params", {}), **opened.figures}
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite numbers spelled as the manifest spells them (``"inf"``,
-    ``"-inf"``; None for NaN): ``json.loads`` accepts NaN and Infinity, JSON does not."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # --- legacy pickles -------------------------------------------------------------------------

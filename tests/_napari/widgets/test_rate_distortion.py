@@ -17,6 +17,7 @@ from napari_svd_compress._napari.widgets.rate_distortion import (
     RateDistortionWidget,
     visible_region,
 )
+from napari_svd_compress._napari.writer import META_KEY
 from napari_svd_compress.pipelines.sweep import COLUMNS, DEFAULT_METHODS
 
 pytestmark = pytest.mark.gui
@@ -90,7 +91,7 @@ def test_sweep_plot_click_and_export(viewer_widget, qtbot, tmp_path):
     new = viewer.layers[-1]
     assert new.name == "photo [svd r=8]"
     np.testing.assert_allclose(new.scale, source.scale)
-    figures = new.metadata["figures"]
+    figures = new.metadata[META_KEY]["figures"]
     expected = peak_signal_noise_ratio(source.data, new.data, data_range=255)
     assert figures["psnr"] == pytest.approx(expected, rel=1e-9)
     assert figures["psnr"] == pytest.approx(row8["psnr"], rel=1e-9)  # the point clicked
