@@ -1,4 +1,5 @@
-"""napari readers: camera RAW files, .svdz factor bundles and legacy SVD pickles.
+"""napari readers: camera RAW files, .svdz factor bundles, legacy SVD pickles, and the
+JPEG XL / JPEG 2000 files of the imagecodecs baselines.
 
 Each ``get_*_reader`` hook is cheap (an extension check plus a few leading bytes) and returns
 ``None`` for files it cannot read, so napari can try other plugins.  The read functions turn
@@ -15,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SVDCompressError
+from .writer import META_KEY, json_safe, layer_entry
 
-__all__ = ["get_bundle_reader", "get_legacy_reader", "get_raw_reader"]
+__all__ = [
+    "get_bundle_reader",
+    "get_image_reader",
+    "get_legacy_reader",
+    "get_raw_reader",
+    "read_image_layers",
+]
 
 PathOrPaths = str | Sequence[str]
 LayerData = tuple[Any, ...]
@@ -134,7 +142,6 @@ def read_bundle_layers(path: PathOrPaths) -> list[LayerData]:
     """
     from .. import api
     from ..format import bundle
-    from .writer import META_KEY, layer_entry
 
     one = path if isinstance(path, str) else os.fspath(path[0])
     name = os.path.basename(one)
@@ -213,3 +220,41 @@ def read_legacy_layers(path: PathOrPaths) -> list[LayerData]:
         return NO_LAYERS
     meta = {"legacy": {"source": one, "format": "SVD_image_compression pickle"}}
     return [(image, {"name": _layer_name(one), "rgb": image.ndim == 3, "metadata": meta}, "image")]
+
+
+# --- JPEG XL and JPEG 2000 -----------------------------------------------------------------
+# What the jpegxl, jpeg2000 and htj2k baselines write, at their own precision: a 16-bit file
+# opens as a uint16 layer.
+
+
+def get_image_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Return a reader for a ``.jxl``, ``.jp2``, ``.j2k`` (...) file, or None.
+
+    Any existing file with one of those extensions is accepted (a damaged one is then
+    reported with a clear message rather than "no reader found").
+    """
+    from ..format.native import EXTENSIONS
+
+    one = _single_path(path)
+    suffixes = {ext for exts in EXTENSIONS.values() for ext in exts}
+    if one is None or Path(one).suffix.lower() not in suffixes:
+        return None
+    return read_image_layers
+
+
+def read_image_layers(path: PathOrPaths) -> list[LayerData]:
+    """Decode a JPEG XL or JPEG 2000 file to one image layer named after the file."""
+    from ..fileio.images import read_image
+
+    one = path if isinstance(path, str) else os.fspath(path[0])
+    try:
+        image, meta = read_image(one)
+    except SVDCompressError as exc:
+        _notify_error(f"cannot open {os.path.basename(one)!r}: {exc}")
+        return NO_LAYERS
+    rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+    metadata = {META_KEY: json_safe({"source": one, **meta})}
+    kwargs: dict[str, Any] = {"name": Path(one).stem, "rgb": rgb, "metadata": metadata}
+    if image.dtype.kind == "f":
+        kwargs["contrast_limits"] = [0.0, 1.0]
+    return [(image, kwargs, "image")]
