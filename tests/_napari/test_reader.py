@@ -212,3 +212,22 @@ def test_reader_functions_return_the_null_sentinel_on_errors(tmp_path):
     path = tmp_path / "x.svdz"
     path.write_bytes(b"junk")
     assert read_bundle_layers(str(path)) == NO_LAYERS
+
+
+@pytest.mark.parametrize("method", ["jpegxl", "jpeg2000"])
+def test_open_16_bit_baseline_files(make_napari_viewer, tmp_path, method, notifications):
+    # A uint16 image with more than 8 bits of levels opens as uint16 at full precision.
+    ramp = np.linspace(0, 65535, 96 * 128).reshape(96, 128).astype(np.uint16)
+    result = compress(ramp, method, **({"lossless": True} if method == "jpegxl" else {"psnr": 0}))
+    path = tmp_path / ("ramp.jxl" if method == "jpegxl" else "ramp.jp2")
+    path.write_bytes(result.bundle)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.dtype == np.uint16 and layer.name == "ramp"
+    np.testing.assert_array_equal(layer.data, result.image)
+    assert len(np.unique(layer.data)) > 256
+    json.dumps(layer.metadata, allow_nan=False)
+    broken = tmp_path / ("broken" + path.suffix)
+    broken.write_bytes(result.bundle[: len(result.bundle) // 2])
+    assert viewer.open(str(broken), plugin=PLUGIN) == []
+    assert any("broken" in str(m.message) for m in notifications.errors())
