@@ -66,7 +66,8 @@ def test_open_dng(make_napari_viewer, dng_path, rgb_image):
     assert layer.rgb
     assert layer.data.shape == rgb_image.shape
     assert layer.data.dtype == np.uint8
-    raw_meta = layer.metadata["raw"]
+    raw_meta = layer.metadata["svd_compress"]["raw"]  # under the plugin's key, JSON-safe
+    json.dumps(layer.metadata, allow_nan=False)
     assert raw_meta["settings"]["output_bits"] == 8
     assert "camera" in raw_meta
     # The synthetic sensor reproduces the colours roughly (demosaicing, auto-brightening).

@@ -86,8 +86,8 @@ def get_raw_reader(path: PathOrPaths) -> ReaderFunction | None:
 def read_raw_layers(path: PathOrPaths) -> list[LayerData]:
     """Decode a RAW file to one RGB image layer named after the file.
 
-    The decode settings and camera information go to ``metadata["raw"]``.  A file LibRaw
-    cannot decode gives an error notification and no layer.
+    The decode settings and camera information go to ``metadata["svd_compress"]["raw"]``.
+    A file LibRaw cannot decode gives an error notification and no layer.
     """
     from ..fileio import raw
 
@@ -97,7 +97,8 @@ def read_raw_layers(path: PathOrPaths) -> list[LayerData]:
     except SVDCompressError as exc:
         _notify_error(str(exc))
         return NO_LAYERS
-    return [(image, {"name": _layer_name(one), "rgb": True, "metadata": {"raw": meta}}, "image")]
+    metadata = {META_KEY: json_safe({"raw": meta})}
+    return [(image, {"name": _layer_name(one), "rgb": True, "metadata": metadata}, "image")]
 
 
 # --- .svdz bundles --------------------------------------------------------------------------
