@@ -129,6 +129,13 @@ def inspect(image: Any, *, rgb: bool | None = None, codec: Any = None) -> ImageS
         channels = 3 if rgb else 1
         if channels not in codec.channels:
             raise ImageError(f"method {codec.name!r} does not take {channels}-channel images")
+    if codec is not None and alpha and getattr(codec, "native", None):
+        # Its bundle is the format's own file, which would not hold the alpha channel:
+        # the figures would describe pixels the file does not have.
+        raise ImageError(
+            f"method {codec.name!r} writes a plain image file without the alpha channel; "
+            "drop the alpha channel first or use a .svdz method (svd, pca, kmeans, learned)"
+        )
     out_dtype = np.dtype(np.float32) if dtype == np.float16 else dtype
     if out_dtype == np.bool_:
         out_dtype = np.dtype(np.uint8)
