@@ -1043,7 +1043,10 @@ def _region(
             for i, (left, right) in enumerate(scaled(step)):
                 out[..., i] = left[:, r0:r1].T @ right[:, c0:c1]
         if space == "ycbcr":
-            out = from_space(out, space)
+            # In place, in cache-sized bands (per-pixel arithmetic: the same values).
+            rows = max(1, _SPLIT_PIXELS // max(out.shape[1], 1))
+            for s0 in range(0, out.shape[0], rows):
+                out[s0 : s0 + rows] = from_space(out[s0 : s0 + rows], space)
         return out
 
     return region
