@@ -17,7 +17,9 @@ from napari_svd_compress._napari.reader import (
     NO_LAYERS,
     get_bundle_reader,
     get_legacy_reader,
+    get_raw_preview_reader,
     get_raw_reader,
+    read_raw_preview_layers,
 )
 
 PLUGIN = "napari-svd-compress"
@@ -73,6 +75,27 @@ def test_open_dng(make_napari_viewer, dng_path, rgb_image):
     # The synthetic sensor reproduces the colours roughly (demosaicing, auto-brightening).
     corr = np.corrcoef(layer.data.astype(float).ravel(), rgb_image.astype(float).ravel())[0, 1]
     assert corr > 0.8
+
+
+def test_raw_preview_reader_is_half_size(tmp_path, dng_path, rgb_image):
+    assert get_raw_preview_reader(str(tmp_path / "missing.dng")) is None
+    assert get_raw_preview_reader(str(dng_path)) is read_raw_preview_layers
+    [(data, kwargs, kind)] = read_raw_preview_layers(str(dng_path))
+    assert kind == "image" and kwargs["rgb"] and kwargs["name"] == "synthetic (half size)"
+    assert kwargs["metadata"]["svd_compress"]["raw"]["settings"]["half_size"] is True
+    h, w = rgb_image.shape[:2]
+    assert data.shape == (h // 2, w // 2, 3) and data.dtype == np.uint8
+
+
+@pytest.mark.gui
+def test_open_dng_preview_through_its_reader(make_napari_viewer, dng_path, rgb_image):
+    # The plugin's default RAW reader is the full decode; the preview is chosen by name.
+    viewer = make_napari_viewer()
+    [full] = viewer.open(str(dng_path), plugin=PLUGIN)
+    [half] = viewer.open(str(dng_path), plugin=f"{PLUGIN}.get_raw_preview_reader")
+    assert full.data.shape == rgb_image.shape
+    assert half.data.shape == (rgb_image.shape[0] // 2, rgb_image.shape[1] // 2, 3)
+    assert half.name == "synthetic (half size)"
 
 
 @pytest.mark.gui

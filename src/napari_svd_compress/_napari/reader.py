@@ -22,6 +22,7 @@ __all__ = [
     "get_bundle_reader",
     "get_image_reader",
     "get_legacy_reader",
+    "get_raw_preview_reader",
     "get_raw_reader",
     "read_image_layers",
 ]
@@ -75,12 +76,30 @@ def get_raw_reader(path: PathOrPaths) -> ReaderFunction | None:
     callable or None
         :func:`read_raw_layers`, or None (never raises).
     """
+    return read_raw_layers if _is_raw(path) else None
+
+
+def get_raw_preview_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Return a half-size preview reader for a camera RAW file, or None if it is not one.
+
+    The second RAW reader of the plugin (napari's default for RAW files stays the full
+    decode): each 2 x 2 Bayer block becomes one pixel, no demosaicing, about four times
+    faster and a quarter of the memory.  Choose it with
+    ``viewer.open(path, plugin="napari-svd-compress.get_raw_preview_reader")``.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_raw_preview_layers`, or None (never raises).
+    """
+    return read_raw_preview_layers if _is_raw(path) else None
+
+
+def _is_raw(path: PathOrPaths) -> bool:
     from ..fileio import raw
 
     one = _single_path(path)
-    if one is None or not raw.is_raw_path(one) or not raw.sniff_raw(one):
-        return None
-    return read_raw_layers
+    return one is not None and raw.is_raw_path(one) and raw.sniff_raw(one)
 
 
 def read_raw_layers(path: PathOrPaths) -> list[LayerData]:
@@ -89,16 +108,27 @@ def read_raw_layers(path: PathOrPaths) -> list[LayerData]:
     The decode settings and camera information go to ``metadata["svd_compress"]["raw"]``.
     A file LibRaw cannot decode gives an error notification and no layer.
     """
+    return _raw_layers(path, half_size=False)
+
+
+def read_raw_preview_layers(path: PathOrPaths) -> list[LayerData]:
+    """Like :func:`read_raw_layers` at half size; the layer is named ``<file> (half size)``
+    and ``metadata["svd_compress"]["raw"]["settings"]["half_size"]`` is True."""
+    return _raw_layers(path, half_size=True)
+
+
+def _raw_layers(path: PathOrPaths, *, half_size: bool) -> list[LayerData]:
     from ..fileio import raw
 
     one = path if isinstance(path, str) else os.fspath(path[0])
     try:
-        image, meta = raw.read_raw(one)
+        image, meta = raw.read_raw(one, half_size=half_size)
     except SVDCompressError as exc:
         _notify_error(str(exc))
         return NO_LAYERS
+    name = _layer_name(one) + (" (half size)" if half_size else "")
     metadata = {META_KEY: json_safe({"raw": meta})}
-    return [(image, {"name": _layer_name(one), "rgb": True, "metadata": metadata}, "image")]
+    return [(image, {"name": name, "rgb": True, "metadata": metadata}, "image")]
 
 
 # --- .svdz bundles --------------------------------------------------------------------------
