@@ -81,7 +81,9 @@ def _t0(image: np.ndarray) -> float:
     rng = np.random.default_rng(0)
     total = 0.0
     for c in range(image.shape[-1]):
-        x = image[..., c].astype(np.float32)
+        # unit range, as the codecs see it: raw 0..255 values would overflow float32
+        # in the power iterations (and inf arithmetic is no fair floor)
+        x = image[..., c].astype(np.float32) / np.float32(255)
         omega = rng.standard_normal((x.shape[1], 75), dtype=np.float32)
         t = time.perf_counter()
         q = x @ omega

@@ -175,3 +175,12 @@ def test_make_result_is_what_compress_returns(small):
     assert (made.psnr, made.ssim, made.info) == (direct.psnr, direct.ssim, direct.info)
     for name in ("pixels", "raw_nbytes", "label", "method", "params"):
         assert getattr(made, name) == getattr(direct, name), name
+
+
+@pytest.mark.parametrize("method", ["jpeg", "webp", "avif"])
+def test_baseline_files_refuse_an_alpha_channel(method):
+    # The bundle is the format's own file: figures on an alpha it does not hold would lie.
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    with pytest.raises(ImageError, match="alpha"):
+        nsc.compress(rgba, method)
+    assert nsc.compress(rgba[..., :3], method).image.shape == (16, 16, 3)

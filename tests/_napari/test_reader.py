@@ -17,7 +17,9 @@ from napari_svd_compress._napari.reader import (
     NO_LAYERS,
     get_bundle_reader,
     get_legacy_reader,
+    get_raw_preview_reader,
     get_raw_reader,
+    read_raw_preview_layers,
 )
 
 PLUGIN = "napari-svd-compress"
@@ -66,12 +68,34 @@ def test_open_dng(make_napari_viewer, dng_path, rgb_image):
     assert layer.rgb
     assert layer.data.shape == rgb_image.shape
     assert layer.data.dtype == np.uint8
-    raw_meta = layer.metadata["raw"]
+    raw_meta = layer.metadata["svd_compress"]["raw"]  # under the plugin's key, JSON-safe
+    json.dumps(layer.metadata, allow_nan=False)
     assert raw_meta["settings"]["output_bits"] == 8
     assert "camera" in raw_meta
     # The synthetic sensor reproduces the colours roughly (demosaicing, auto-brightening).
     corr = np.corrcoef(layer.data.astype(float).ravel(), rgb_image.astype(float).ravel())[0, 1]
     assert corr > 0.8
+
+
+def test_raw_preview_reader_is_half_size(tmp_path, dng_path, rgb_image):
+    assert get_raw_preview_reader(str(tmp_path / "missing.dng")) is None
+    assert get_raw_preview_reader(str(dng_path)) is read_raw_preview_layers
+    [(data, kwargs, kind)] = read_raw_preview_layers(str(dng_path))
+    assert kind == "image" and kwargs["rgb"] and kwargs["name"] == "synthetic (half size)"
+    assert kwargs["metadata"]["svd_compress"]["raw"]["settings"]["half_size"] is True
+    h, w = rgb_image.shape[:2]
+    assert data.shape == (h // 2, w // 2, 3) and data.dtype == np.uint8
+
+
+@pytest.mark.gui
+def test_open_dng_preview_through_its_reader(make_napari_viewer, dng_path, rgb_image):
+    # The plugin's default RAW reader is the full decode; the preview is chosen by name.
+    viewer = make_napari_viewer()
+    [full] = viewer.open(str(dng_path), plugin=PLUGIN)
+    [half] = viewer.open(str(dng_path), plugin=f"{PLUGIN}.get_raw_preview_reader")
+    assert full.data.shape == rgb_image.shape
+    assert half.data.shape == (rgb_image.shape[0] // 2, rgb_image.shape[1] // 2, 3)
+    assert half.name == "synthetic (half size)"
 
 
 @pytest.mark.gui
@@ -212,3 +236,22 @@ def test_reader_functions_return_the_null_sentinel_on_errors(tmp_path):
     path = tmp_path / "x.svdz"
     path.write_bytes(b"junk")
     assert read_bundle_layers(str(path)) == NO_LAYERS
+
+
+@pytest.mark.parametrize("method", ["jpegxl", "jpeg2000"])
+def test_open_16_bit_baseline_files(make_napari_viewer, tmp_path, method, notifications):
+    # A uint16 image with more than 8 bits of levels opens as uint16 at full precision.
+    ramp = np.linspace(0, 65535, 96 * 128).reshape(96, 128).astype(np.uint16)
+    result = compress(ramp, method, **({"lossless": True} if method == "jpegxl" else {"psnr": 0}))
+    path = tmp_path / ("ramp.jxl" if method == "jpegxl" else "ramp.jp2")
+    path.write_bytes(result.bundle)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert layer.data.dtype == np.uint16 and layer.name == "ramp"
+    np.testing.assert_array_equal(layer.data, result.image)
+    assert len(np.unique(layer.data)) > 256
+    json.dumps(layer.metadata, allow_nan=False)
+    broken = tmp_path / ("broken" + path.suffix)
+    broken.write_bytes(result.bundle[: len(result.bundle) // 2])
+    assert viewer.open(str(broken), plugin=PLUGIN) == []
+    assert any("broken" in str(m.message) for m in notifications.errors())

@@ -28,5 +28,5 @@ def test_open_sample_raw_and_photo(make_napari_viewer, tmp_path, monkeypatch):
     assert raw_layer.name == "astronaut (RAW)"
     assert raw_layer.rgb and raw_layer.data.shape == (512, 512, 3)
     assert raw_layer.data.dtype == np.uint8
-    assert raw_layer.metadata["raw"]["settings"]["output_bits"] == 8
+    assert raw_layer.metadata["svd_compress"]["raw"]["settings"]["output_bits"] == 8
     assert photo.name == "astronaut" and photo.data.shape == (512, 512, 3)

@@ -87,9 +87,28 @@ def test_duplicate_given_new_data_is_compressed_again(make_napari_viewer, tmp_pa
     assert saved == nsc.compress(rgb_image[::-1], "svd").bundle
 
 
-def test_widget_style_layer_without_a_digest_is_checked_by_decoding(tmp_path, rgb_image):
-    # The Compress widget keeps the raw bytes (no digest): the writer decodes them and
-    # compares with the layer's data before trusting them.
+def test_widget_result_duplicated_edited_and_saved(make_napari_viewer, tmp_path, rgb_image):
+    from napari_svd_compress._napari.widgets.results import add_result
+
+    viewer = make_napari_viewer()
+    source = viewer.add_image(rgb_image, name="photo", rgb=True)
+    result = nsc.compress(rgb_image, "svd", rank=7)
+    run, steps = add_result(viewer, result, source)
+    for step in steps:
+        step()
+    layer = run.layer
+    assert set(layer.metadata) == {META_KEY}
+    json.dumps(layer.metadata, allow_nan=False)
+    assert layer.metadata[META_KEY]["figures"]["bytes"] == len(result.bundle)
+    assert _save(layer, tmp_path / "same.svdz") == result.bundle
+    dup = _duplicate(viewer, layer)
+    dup.data[0, 0] ^= 1
+    assert _save(dup, tmp_path / "edited.svdz") == nsc.compress(dup.data, "svd").bundle
+
+
+def test_entry_without_a_proof_is_checked_by_decoding(rgb_image):
+    # Entries of older versions kept the raw bytes without a digest: the writer decodes
+    # them and compares with the layer's data before trusting them.
     result = nsc.compress(rgb_image, "svd", rank=7)
     meta = {META_KEY: {"bundle": result.bundle, "source_layer": "photo"}}
     assert bundle_bytes_for(result.image, meta) == result.bundle

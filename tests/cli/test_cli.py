@@ -148,3 +148,16 @@ def test_help_documents_the_codec_parameters():
         "--jpg",
     ):
         assert flag in done.stdout
+
+
+def test_decompress_with_a_named_model(photo, tmp_path):
+    from napari_svd_compress.codecs.learned.model import BUILTIN_PATH
+
+    bundle = tmp_path / "l.svdz"
+    assert main(["compress", str(photo), "--method", "learned", "-o", str(bundle)]) == 0
+    out = tmp_path / "l.npy"
+    assert main(["decompress", str(bundle), "--model", str(BUILTIN_PATH), "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), nsc.decompress(bundle))
+    done = run("decompress", str(bundle), "--model", str(tmp_path / "none.svdm"), "-o", str(out))
+    assert done.returncode != 0 and "none.svdm" in done.stderr
+    assert "Traceback" not in done.stderr

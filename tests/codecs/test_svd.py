@@ -248,3 +248,15 @@ def test_version2_sum_is_exact_integer_arithmetic(gray):
     bad = {**entry, "shift": shift + 2}
     with pytest.raises(BundleContentError, match="exact sum"):
         svd.decode_factors(bad, data_, (h, w))
+
+
+def test_channels_split_band_by_band_equal_whole_plane():
+    # The banded colour conversion gives the very values of the whole-plane one.
+    from napari_svd_compress.codecs.color import to_space
+
+    plane = np.random.default_rng(3).random((301, 700, 3), dtype=np.float32)
+    for space in ("ycbcr", "rgb"):
+        whole = to_space(plane, space)
+        for i, ch in enumerate(svd._channels(plane, space)):
+            assert ch.x.flags.c_contiguous
+            np.testing.assert_array_equal(ch.x, whole[..., i])

@@ -146,6 +146,12 @@ def test_large_planes_get_a_pyramid_of_means(tmp_path):
     assert [lv.shape for lv in levels] == [(301, 203), (151, 102), (76, 51), (38, 26)]
     scales = [d["coordinateTransformations"][0]["scale"] for d in meta["datasets"]]
     assert scales == [[0.5, 0.5], [1.0, 1.0], [2.0, 2.0], [4.0, 4.0]]
+    # Each mean sits at the centre of the level-0 pixels it averages.
+    shifts = [d["coordinateTransformations"][1:] for d in meta["datasets"]]
+    assert shifts == [
+        [],
+        *([{"type": "translation", "translation": [t, t]}] for t in (0.25, 0.75, 1.75)),
+    ]
     assert levels[0].chunks == (128, 128)
     padded = np.pad(image, ((0, 1), (0, 1)), mode="edge").astype(np.float64)
     mean = (padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2]) / 4

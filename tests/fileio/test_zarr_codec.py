@@ -221,3 +221,50 @@ def test_no_warnings_on_the_happy_path(tmp_path, stack16):
         warnings.simplefilter("error")
         codec = SVDZ(method="pca")
         codec.decode(codec.encode(stack16[0]))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_another_program_reads_the_array_through_the_entry_points(tmp_path, stack16, zarr_format):
+    """A program that imports only zarr finds the codec (the package being installed)."""
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    group = "numcodecs.codecs" if zarr_format == 2 else "zarr.codecs"
+    if not any("svdz" in e.name for e in entry_points(group=group)):
+        pytest.skip("the package is not installed with its entry points")
+    path = tmp_path / "a.zarr"
+    codec = (
+        {"compressors": SVDZ(method="pca", step=4)}
+        if zarr_format == 2
+        else {"serializer": zarr3_codec("pca", step=4), "compressors": None}
+    )
+    z = zarr.create_array(
+        str(path),
+        shape=stack16.shape,
+        chunks=(1, *stack16.shape[1:]),
+        dtype=stack16.dtype,
+        zarr_format=zarr_format,
+        **codec,
+    )
+    z[:] = stack16
+    script = (
+        "import sys, numpy, zarr\n"
+        "a = zarr.open_array(sys.argv[1], mode='r')[:]\n"
+        "numpy.save(sys.argv[2], a)\n"
+        "print('napari' in sys.modules, 'qtpy' in sys.modules)\n"
+    )
+    out = tmp_path / "back.npy"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "False"]  # the library needs no napari or Qt
+    expected = np.stack([nsc.compress(p, "pca", step=4).image for p in stack16])
+    np.testing.assert_array_equal(np.load(out), expected)

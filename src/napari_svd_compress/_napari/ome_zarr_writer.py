@@ -75,8 +75,8 @@ def widget_settings(metadata: Mapping[str, Any] | None = None) -> tuple[str, dic
     """The method and parameters for svdz chunks.
 
     The Compress widget's current ones when it is docked in the current viewer; else
-    those a layer was made with (``metadata["svd_compress"]["manifest"]``, as the widget
-    and the .svdz reader record them); else ``("pca", {})``.
+    those a layer was made with (``metadata["svd_compress"]``: the manifest the .svdz
+    reader records, or the figures the widgets record); else ``("pca", {})``.
     """
     from .. import registry
     from .writer import META_KEY
@@ -98,10 +98,12 @@ def widget_settings(metadata: Mapping[str, Any] | None = None) -> tuple[str, dic
             if isinstance(widget, CompressWidget) and widget.method_name():
                 return str(widget.method_name()), dict(widget.current_params())
     entry = (metadata or {}).get(META_KEY)
-    manifest = entry.get("manifest") if isinstance(entry, Mapping) else None
-    if isinstance(manifest, Mapping) and manifest.get("codec") in registry.available():
-        params = manifest.get("params")
-        return str(manifest["codec"]), dict(params) if isinstance(params, Mapping) else {}
+    # The reader records the bundle's manifest; the widgets the figures of the run.
+    for key, name in (("manifest", "codec"), ("figures", "method")):
+        made = entry.get(key) if isinstance(entry, Mapping) else None
+        if isinstance(made, Mapping) and made.get(name) in registry.available():
+            params = made.get("params")
+            return str(made[name]), dict(params) if isinstance(params, Mapping) else {}
     return "pca", {}
 
 

@@ -1,4 +1,5 @@
-"""napari readers: camera RAW files, .svdz factor bundles and legacy SVD pickles.
+"""napari readers: camera RAW files, .svdz factor bundles, legacy SVD pickles, and the
+JPEG XL / JPEG 2000 files of the imagecodecs baselines.
 
 Each ``get_*_reader`` hook is cheap (an extension check plus a few leading bytes) and returns
 ``None`` for files it cannot read, so napari can try other plugins.  The read functions turn
@@ -9,15 +10,22 @@ gives a clear message, never a traceback dialog.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import SVDCompressError
+from .writer import META_KEY, json_safe, layer_entry
 
-__all__ = ["get_bundle_reader", "get_legacy_reader", "get_raw_reader"]
+__all__ = [
+    "get_bundle_reader",
+    "get_image_reader",
+    "get_legacy_reader",
+    "get_raw_preview_reader",
+    "get_raw_reader",
+    "read_image_layers",
+]
 
 PathOrPaths = str | Sequence[str]
 LayerData = tuple[Any, ...]
@@ -68,29 +76,59 @@ def get_raw_reader(path: PathOrPaths) -> ReaderFunction | None:
     callable or None
         :func:`read_raw_layers`, or None (never raises).
     """
+    return read_raw_layers if _is_raw(path) else None
+
+
+def get_raw_preview_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Return a half-size preview reader for a camera RAW file, or None if it is not one.
+
+    The second RAW reader of the plugin (napari's default for RAW files stays the full
+    decode): each 2 x 2 Bayer block becomes one pixel, no demosaicing, about four times
+    faster and a quarter of the memory.  Choose it with
+    ``viewer.open(path, plugin="napari-svd-compress.get_raw_preview_reader")``.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_raw_preview_layers`, or None (never raises).
+    """
+    return read_raw_preview_layers if _is_raw(path) else None
+
+
+def _is_raw(path: PathOrPaths) -> bool:
     from ..fileio import raw
 
     one = _single_path(path)
-    if one is None or not raw.is_raw_path(one) or not raw.sniff_raw(one):
-        return None
-    return read_raw_layers
+    return one is not None and raw.is_raw_path(one) and raw.sniff_raw(one)
 
 
 def read_raw_layers(path: PathOrPaths) -> list[LayerData]:
     """Decode a RAW file to one RGB image layer named after the file.
 
-    The decode settings and camera information go to ``metadata["raw"]``.  A file LibRaw
-    cannot decode gives an error notification and no layer.
+    The decode settings and camera information go to ``metadata["svd_compress"]["raw"]``.
+    A file LibRaw cannot decode gives an error notification and no layer.
     """
+    return _raw_layers(path, half_size=False)
+
+
+def read_raw_preview_layers(path: PathOrPaths) -> list[LayerData]:
+    """Like :func:`read_raw_layers` at half size; the layer is named ``<file> (half size)``
+    and ``metadata["svd_compress"]["raw"]["settings"]["half_size"]`` is True."""
+    return _raw_layers(path, half_size=True)
+
+
+def _raw_layers(path: PathOrPaths, *, half_size: bool) -> list[LayerData]:
     from ..fileio import raw
 
     one = path if isinstance(path, str) else os.fspath(path[0])
     try:
-        image, meta = raw.read_raw(one)
+        image, meta = raw.read_raw(one, half_size=half_size)
     except SVDCompressError as exc:
         _notify_error(str(exc))
         return NO_LAYERS
-    return [(image, {"name": _layer_name(one), "rgb": True, "metadata": {"raw": meta}}, "image")]
+    name = _layer_name(one) + (" (half size)" if half_size else "")
+    metadata = {META_KEY: json_safe({"raw": meta})}
+    return [(image, {"name": name, "rgb": True, "metadata": metadata}, "image")]
 
 
 # --- .svdz bundles --------------------------------------------------------------------------
@@ -135,7 +173,6 @@ def read_bundle_layers(path: PathOrPaths) -> list[LayerData]:
     """
     from .. import api
     from ..format import bundle
-    from .writer import META_KEY, layer_entry
 
     one = path if isinstance(path, str) else os.fspath(path[0])
     name = os.path.basename(one)
@@ -155,8 +192,8 @@ def read_bundle_layers(path: PathOrPaths) -> list[LayerData]:
         entry = layer_entry(
             data,
             level0,
-            manifest=_json_safe(opened.manifest),
-            figures=_json_safe(_figures(opened)),
+            manifest=opened.manifest,
+            figures=_figures(opened),
             source=one,
         )
     except SVDCompressError as exc:
@@ -182,18 +219,6 @@ def _figures(opened: Any) -> dict[str, Any]:
     """The bundle's figures with the codec and its parameters."""
     manifest = opened.manifest
     return {"method": manifest["codec"], "params": manifest.get("params", {}), **opened.figures}
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with non-finite numbers spelled as the manifest spells them (``"inf"``,
-    ``"-inf"``; None for NaN): ``json.loads`` accepts NaN and Infinity, JSON does not."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # --- legacy pickles -------------------------------------------------------------------------
@@ -226,3 +251,41 @@ def read_legacy_layers(path: PathOrPaths) -> list[LayerData]:
         return NO_LAYERS
     meta = {"legacy": {"source": one, "format": "SVD_image_compression pickle"}}
     return [(image, {"name": _layer_name(one), "rgb": image.ndim == 3, "metadata": meta}, "image")]
+
+
+# --- JPEG XL and JPEG 2000 -----------------------------------------------------------------
+# What the jpegxl, jpeg2000 and htj2k baselines write, at their own precision: a 16-bit file
+# opens as a uint16 layer.
+
+
+def get_image_reader(path: PathOrPaths) -> ReaderFunction | None:
+    """Return a reader for a ``.jxl``, ``.jp2``, ``.j2k`` (...) file, or None.
+
+    Any existing file with one of those extensions is accepted (a damaged one is then
+    reported with a clear message rather than "no reader found").
+    """
+    from ..format.native import EXTENSIONS
+
+    one = _single_path(path)
+    suffixes = {ext for exts in EXTENSIONS.values() for ext in exts}
+    if one is None or Path(one).suffix.lower() not in suffixes:
+        return None
+    return read_image_layers
+
+
+def read_image_layers(path: PathOrPaths) -> list[LayerData]:
+    """Decode a JPEG XL or JPEG 2000 file to one image layer named after the file."""
+    from ..fileio.images import read_image
+
+    one = path if isinstance(path, str) else os.fspath(path[0])
+    try:
+        image, meta = read_image(one)
+    except SVDCompressError as exc:
+        _notify_error(f"cannot open {os.path.basename(one)!r}: {exc}")
+        return NO_LAYERS
+    rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
+    metadata = {META_KEY: json_safe({"source": one, **meta})}
+    kwargs: dict[str, Any] = {"name": Path(one).stem, "rgb": rgb, "metadata": metadata}
+    if image.dtype.kind == "f":
+        kwargs["contrast_limits"] = [0.0, 1.0]
+    return [(image, kwargs, "image")]

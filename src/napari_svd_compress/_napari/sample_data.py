@@ -65,11 +65,13 @@ def sample_dng_path() -> Path:
 def sample_raw() -> list[tuple[Any, dict[str, Any], str]]:
     """The sample DNG decoded with rawpy, as an RGB image layer with its decode metadata."""
     from ..fileio import raw
+    from .writer import META_KEY, json_safe
 
     path = sample_dng_path()
     image, meta = raw.read_raw(path)
     meta["path"] = str(path)
-    return [(image, {"name": "astronaut (RAW)", "rgb": True, "metadata": {"raw": meta}}, "image")]
+    metadata = {META_KEY: json_safe({"raw": meta})}
+    return [(image, {"name": "astronaut (RAW)", "rgb": True, "metadata": metadata}, "image")]
 
 
 def sample_photo() -> list[tuple[Any, dict[str, Any], str]]:

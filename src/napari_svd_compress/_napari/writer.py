@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import warnings
 from typing import Any
@@ -106,7 +107,7 @@ def layer_entry(bundle: bytes, data: Any, **extra: Any) -> dict[str, Any]:
     data : array_like
         The decoded image, as put in the layer (level 0 of a pyramid).
     **extra
-        More JSON-safe entries (``manifest``, ``figures``, ``source``, ...).
+        More entries (``manifest``, ``figures``, ``source``, ...), made JSON-safe.
     """
     entry: dict[str, Any] = {"bundle": base64.b64encode(bytes(bundle)).decode("ascii")}
     name = _dask_name(data)
@@ -114,8 +115,20 @@ def layer_entry(bundle: bytes, data: Any, **extra: Any) -> dict[str, Any]:
         entry["dask_name"] = name
     else:
         entry["digest"] = pixel_digest(data)
-    entry.update(extra)
+    entry.update(json_safe(extra))
     return entry
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite numbers spelled as the manifest spells them (``"inf"``,
+    ``"-inf"``; None for NaN): ``json.loads`` accepts NaN and Infinity, JSON does not."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _dask_name(data: Any) -> str | None:

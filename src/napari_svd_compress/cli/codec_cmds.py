@@ -246,12 +246,22 @@ def _add_decompress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="the .svdz file")
     p.add_argument("-o", "--output", help="image to write (default: BUNDLE's name with .png)")
     p.add_argument("--jpg-quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="the learned codec's model file the bundle was encoded with, when not the "
+        "built-in one (a bundle never names a file to load)",
+    )
     p.set_defaults(run=run_decompress)
 
 
 def run_decompress(args: argparse.Namespace) -> int:
     """Run ``decompress``; returns the exit status."""
     src = Path(args.bundle)
+    if args.model:
+        from ..codecs.learned.model import load_model
+
+        load_model(args.model)
     image = decompress(src)
     out = Path(args.output) if args.output else default_output(Path.cwd() / src.name, ".png")
     _refuse_input(out, src)

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleContentError
-from ..format.native import decode_native, sniff
 from ..registry import Codec, Container, Encoded, Param, register
+from .standard import file_decoder
 
 __all__ = ["available", "file_bits"]
 
@@ -100,40 +99,6 @@ def _make_encode(name: str) -> Callable[[np.ndarray, dict[str, Any], Callable, C
         return Encoded(meta={"format": _FILE[name], "bits": bits}, payloads={"file": bytes(data)})
 
     return encode
-
-
-def _make_decode(
-    name: str,
-) -> Callable[[Mapping[str, Any], Mapping[str, bytes], tuple], np.ndarray]:
-    fmt = _FILE[name]
-
-    def decode(
-        meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
-    ) -> np.ndarray:
-        h, w, c = shape
-        data = payloads.get("file")
-        if data is None:
-            raise BundleContentError(f"{name}: payload 'file' is missing")
-        if sniff(data) != fmt:
-            raise BundleContentError(f"{name}: the payload is not a .{fmt} file")
-        image = decode_native(bytes(data))
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.shape[:2] != (h, w):
-            raise BundleContentError(f"{name}: the file is {image.shape[1]}x{image.shape[0]}")
-        if image.shape[2] != c:
-            image = image[..., :1] if c == 1 else np.repeat(image[..., :1], 3, axis=2)
-        if image.dtype == np.uint8:
-            scale = 255.0
-        elif image.dtype == np.uint16:
-            scale = 65535.0
-        elif image.dtype.kind == "f":
-            scale = 1.0
-        else:
-            raise BundleContentError(f"{name}: the file decodes to {image.dtype}")
-        return (image.astype(np.float32) / np.float32(scale)).reshape(shape)
-
-    return decode
 
 
 def _short(params: Mapping[str, Any]) -> str:
@@ -241,7 +206,7 @@ def _codec(name: str) -> Codec:
         description=spec["description"],
         params=spec["params"],
         encode=_make_encode(name),
-        decode=_make_decode(name),
+        decode=file_decoder(name, _FILE[name]),
         sweep=spec["sweep"],
         native=_FILE[name],
         short=_short,

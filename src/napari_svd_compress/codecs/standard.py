@@ -56,28 +56,40 @@ def _make_encode(
     return encode
 
 
-def _make_decode(fmt: str) -> Callable[[Mapping[str, Any], Mapping[str, bytes], tuple], np.ndarray]:
+def file_decoder(
+    name: str, fmt: str
+) -> Callable[[Mapping[str, Any], Mapping[str, bytes], tuple], np.ndarray]:
+    """The decoder of codec ``name``, whose payload ``file`` is a file of format ``fmt``
+    (a :func:`~napari_svd_compress.format.native.sniff` name): 8-bit, 16-bit or float
+    samples, to a float32 plane in [0, 1]."""
+
     def decode(
         meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape: tuple[int, ...]
     ) -> np.ndarray:
         h, w, c = shape
         data = payloads.get("file")
         if data is None:
-            raise BundleContentError(f"{fmt}: payload 'file' is missing")
+            raise BundleContentError(f"{name}: payload 'file' is missing")
         if sniff(data) != fmt:
-            raise BundleContentError(f"{fmt}: the payload is not a {fmt.upper()} file")
+            raise BundleContentError(f"{name}: the payload is not a {fmt} file")
         image = decode_native(bytes(data))
         if image.ndim == 2:
             image = image[..., None]
         if image.shape[:2] != (h, w):
-            raise BundleContentError(f"{fmt}: the file is {image.shape[1]}x{image.shape[0]}")
+            raise BundleContentError(f"{name}: the file is {image.shape[1]}x{image.shape[0]}")
         if image.shape[2] != c:
             # A decoder may hand back RGB for a grayscale file or the reverse.
             image = image[..., :1] if c == 1 else np.repeat(image[..., :1], 3, axis=2)
-        scale = 65535.0 if image.dtype == np.uint16 else 255.0
+        scale = _SCALES.get(image.dtype.kind + str(image.dtype.itemsize))
+        if scale is None:
+            raise BundleContentError(f"{name}: the file decodes to {image.dtype}")
         return (image.astype(np.float32) / np.float32(scale)).reshape(shape)
 
     return decode
+
+
+# The unit of a decoded sample, by dtype kind and size (floats are in [0, 1] already).
+_SCALES = {"u1": 255.0, "u2": 65535.0, "f4": 1.0, "f8": 1.0}
 
 
 # Quality values spanning roughly 0.05 to 2 bits per pixel on photographs.
@@ -125,7 +137,7 @@ def _codec(fmt: str) -> Codec:
             *_EXTRA_PARAMS.get(fmt, ()),
         ),
         encode=_make_encode(fmt),
-        decode=_make_decode(fmt),
+        decode=file_decoder(fmt, fmt),
         sweep=("quality", _SWEEPS[fmt]),
         native=fmt,
         short=_short,

@@ -841,9 +841,23 @@ def _scaled(progress: Callable[[float], None], start: float, width: float):
     return lambda f: progress(start + width * f)
 
 
+# Rows per band of the colour conversion in _channels (about 1 MB of float32 RGB).
+_SPLIT_PIXELS = 1 << 16
+
+
 def _channels(plane: np.ndarray, space: str) -> list[_Channel]:
-    x = to_space(plane, space if space != "gray" else "rgb")
-    return [_Channel(np.ascontiguousarray(x[..., i])) for i in range(plane.shape[2])]
+    # Converted and split into contiguous channels band by band: a whole-plane YCbCr
+    # copy and three strided gathers from it cost more than the factorisation's first
+    # product.  The conversion is elementwise per pixel (a (W, 3) x (3, 3) product per
+    # image row), so bands give the same values as the whole plane.
+    h, w, c = plane.shape
+    out = [np.empty((h, w), np.float32) for _ in range(c)]
+    rows = max(1, _SPLIT_PIXELS // max(w, 1))
+    for r0 in range(0, h, rows):
+        band = to_space(plane[r0 : r0 + rows], space if space != "gray" else "rgb")
+        for i in range(c):
+            out[i][r0 : r0 + rows] = band[..., i]
+    return [_Channel(x) for x in out]
 
 
 def _encode_channels(
@@ -1096,7 +1110,10 @@ def _region(
             for i, (left, right) in enumerate(scaled(step)):
                 out[..., i] = left[:, r0:r1].T @ right[:, c0:c1]
         if space == "ycbcr":
-            out = from_space(out, space)
+            # In place, in cache-sized bands (per-pixel arithmetic: the same values).
+            rows = max(1, _SPLIT_PIXELS // max(out.shape[1], 1))
+            for s0 in range(0, out.shape[0], rows):
+                out[s0 : s0 + rows] = from_space(out[s0 : s0 + rows], space)
         return out
 
     return region

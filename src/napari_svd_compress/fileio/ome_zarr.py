@@ -366,8 +366,12 @@ def write_ome_zarr(
         factor = 2**k
         level_scale = [*scales[:-2], scales[-2] * factor, scales[-1] * factor]
         transforms: list[dict[str, Any]] = [{"type": "scale", "scale": level_scale}]
-        if any(t != 0 for t in translations):
-            transforms.append({"type": "translation", "translation": list(translations)})
+        # A 2^k x 2^k mean is centred (2^k - 1) / 2 level-0 pixels in from its block's
+        # first pixel: without this shift, coarse levels drift against level 0.
+        shift = [0.0] * (len(scales) - 2) + [s * (factor - 1) / 2 for s in scales[-2:]]
+        level_translation = [t + d for t, d in zip(translations, shift, strict=True)]
+        if any(t != 0 for t in level_translation):
+            transforms.append({"type": "translation", "translation": level_translation})
         datasets.append({"path": str(k), "coordinateTransformations": transforms})
     multiscale: dict[str, Any] = {
         "name": name or _stem(path),

@@ -209,6 +209,12 @@ def _bundle_ext(codec: registry.Codec) -> str:
     return f".{codec.native}" if codec.native else ".svdz"
 
 
+def _record(job: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A manifest record of ``job``: what identifies the input and its settings."""
+    keys = ("input", "key", "size", "mtime_ns", "method", "params")
+    return {**{k: job[k] for k in keys}, **extra}
+
+
 def process_file(job: dict[str, Any]) -> dict[str, Any]:
     """The task run on a worker for one file; returns its manifest record.
 
@@ -217,15 +223,7 @@ def process_file(job: dict[str, Any]) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     src = Path(job["input"])
-    record: dict[str, Any] = {
-        "input": job["input"],
-        "key": job["key"],
-        "size": job["size"],
-        "mtime_ns": job["mtime_ns"],
-        "method": job["method"],
-        "params": job["params"],
-        "worker": socket.gethostname() + f":{os.getpid()}",
-    }
+    record = _record(job, worker=socket.gethostname() + f":{os.getpid()}")
     try:
         options = {}
         if is_raw_path(src) and src.suffix.lower() not in (".tif", ".tiff"):
@@ -496,18 +494,13 @@ def _run_jobs(
             try:
                 record = future.result()
             except Exception as exc:  # the worker died (KilledWorker, memory, ...)
-                record = {
-                    "input": job["input"],
-                    "key": job["key"],
-                    "size": job["size"],
-                    "mtime_ns": job["mtime_ns"],
-                    "method": job["method"],
-                    "params": job["params"],
-                    "status": "error",
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "outputs": [],
-                    "transient": True,
-                }
+                record = _record(
+                    job,
+                    status="error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    outputs=[],
+                    transient=True,
+                )
             results[job["input"]] = record
             manifest[job["input"]] = record
             # Rewritten after every file, except that with a huge manifest (thousands

@@ -9,6 +9,7 @@ from qtpy.QtCore import Qt
 from conftest import synthetic_rgb
 from napari_svd_compress._napari.widgets import results
 from napari_svd_compress._napari.widgets.compress import FLIP_KEY, CompressWidget
+from napari_svd_compress._napari.writer import META_KEY
 
 PLUGIN = "napari-svd-compress"
 JOB_TIMEOUT_MS = 120_000
@@ -220,5 +221,5 @@ def test_signed_error_map_layer(viewer_widget, qtbot, rgb):
     assert lo == pytest.approx(-hi) and hi > 0
     assert hi == pytest.approx(np.percentile(np.abs(error.data), 99.9), rel=1e-6)
     assert error.colormap.name == results.SIGNED_COLORMAP
-    assert error.metadata["error_kind"] == "signed"
+    assert error.metadata[META_KEY]["error_kind"] == "signed"
     assert error.colorbar.visible

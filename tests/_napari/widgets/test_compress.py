@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import gc
 import time
@@ -12,6 +13,7 @@ from qtpy.QtCore import QTimer
 
 from napari_svd_compress import registry
 from napari_svd_compress._napari.widgets.compress import COLUMNS, CompressWidget
+from napari_svd_compress._napari.writer import META_KEY
 
 pytestmark = pytest.mark.gui
 
@@ -125,9 +127,9 @@ def test_svd_with_every_rank_rule(viewer_widget, qtbot, rgb_image):
         np.testing.assert_allclose(new.scale, source.scale)
         np.testing.assert_allclose(new.translate, source.translate)
         np.testing.assert_allclose(new.contrast_limits, source.contrast_limits)
-        figures = new.metadata["figures"]
+        figures = new.metadata[META_KEY]["figures"]
         assert figures["psnr"] == pytest.approx(_psnr(source.data, new.data, 255), rel=1e-9)
-        assert figures["bytes"] == len(new.metadata["svd_compress"]["bundle"])
+        assert figures["bytes"] == len(base64.b64decode(new.metadata[META_KEY]["bundle"]))
         row = widget.table_rows()[-1]
         assert row[0] == new.name and row[1] == "svd"
         assert f"{rule}=" in row[2]
@@ -169,7 +171,7 @@ def test_save_both_writers_and_export_csv(viewer_widget, qtbot, tmp_path, rgb_im
     assert widget.save_result(svdz) == [str(svdz)]
     # The file on disk is the one whose size the widget showed.
     assert svdz.stat().st_size == run.figures["bytes"]
-    assert svdz.read_bytes() == run.layer.metadata["svd_compress"]["bundle"]
+    assert svdz.read_bytes() == base64.b64decode(run.layer.metadata[META_KEY]["bundle"])
     np.testing.assert_array_equal(nsc.decompress(svdz), run.layer.data)
     (reopened,) = viewer.open(str(svdz), plugin=PLUGIN)
     np.testing.assert_array_equal(reopened.data, run.layer.data)
@@ -243,7 +245,9 @@ def test_data_kinds(viewer_widget, qtbot, kind, rgb_image):
     full = np.asarray(data[0] if kind == "multiscale" else data)
     assert new.data.shape == full.shape and new.data.dtype == full.dtype
     rng = float(np.ptp(full)) if full.dtype.kind == "f" else np.iinfo(full.dtype).max
-    assert new.metadata["figures"]["psnr"] == pytest.approx(_psnr(full, new.data, rng), rel=1e-6)
+    assert new.metadata[META_KEY]["figures"]["psnr"] == pytest.approx(
+        _psnr(full, new.data, rng), rel=1e-6
+    )
     if kind == "dask-stack":
         assert widget.runs[-1].figures["bytes"] > 0
 

@@ -17,6 +17,7 @@ from napari_svd_compress._napari.widgets.rate_distortion import (
     RateDistortionWidget,
     visible_region,
 )
+from napari_svd_compress._napari.writer import META_KEY
 from napari_svd_compress.pipelines.sweep import COLUMNS, DEFAULT_METHODS
 
 pytestmark = pytest.mark.gui
@@ -90,7 +91,7 @@ def test_sweep_plot_click_and_export(viewer_widget, qtbot, tmp_path):
     new = viewer.layers[-1]
     assert new.name == "photo [svd r=8]"
     np.testing.assert_allclose(new.scale, source.scale)
-    figures = new.metadata["figures"]
+    figures = new.metadata[META_KEY]["figures"]
     expected = peak_signal_noise_ratio(source.data, new.data, data_range=255)
     assert figures["psnr"] == pytest.approx(expected, rel=1e-9)
     assert figures["psnr"] == pytest.approx(row8["psnr"], rel=1e-9)  # the point clicked
@@ -265,3 +266,31 @@ def test_manifest_lists_both_widgets():
         found[w.display_name] = getattr(importlib.import_module(module), name)
     assert found["Rate-distortion"] is RateDistortionWidget
     assert found["SVD spectrum"] is SpectrumWidget
+
+
+def test_plot_follows_the_theme_and_keeps_the_toolbar(viewer_widget, qtbot):
+    from matplotlib.backends.backend_qtagg import NavigationToolbar2QT
+    from matplotlib.colors import to_rgb
+    from napari.utils.theme import get_theme
+
+    viewer, widget = viewer_widget
+    viewer.add_image(synthetic_rgb(), name="photo", rgb=True)
+    widget.points = {"svd": [2, 8]}
+    widget.run_sweep()
+    _wait(widget, qtbot)
+    toolbars = widget.findChildren(NavigationToolbar2QT)
+    assert len(toolbars) == 1 and toolbars[0].canvas is widget.canvas
+    assert {"Home", "Pan", "Zoom", "Save"} <= {a.text() for a in toolbars[0].actions()}
+    for theme in ("light", "dark"):
+        viewer.theme = theme
+        colours = get_theme(theme)
+        background = np.array(colours.background.as_rgb_tuple()) / 255
+        ink = np.array(colours.text.as_rgb_tuple()) / 255
+        assert np.allclose(to_rgb(widget.figure.get_facecolor()), background, atol=0.01)
+        for ax in widget.figure.axes:
+            assert np.allclose(to_rgb(ax.get_facecolor()), background, atol=0.01)
+            assert np.allclose(to_rgb(ax.yaxis.label.get_color()), ink, atol=0.01)
+        widget.draw()  # a new sweep's plot is drawn in the current theme too
+        ax = widget.figure.axes[0]
+        assert np.allclose(to_rgb(ax.get_facecolor()), background, atol=0.01)
+        assert np.allclose(to_rgb(ax.xaxis.label.get_color()), ink, atol=0.01)

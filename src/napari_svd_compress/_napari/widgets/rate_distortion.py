@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import (
@@ -48,6 +46,7 @@ from ...pipelines.sweep import DEFAULT_METHODS, SweepTable, plot_rd, sweep
 from ..worker import run_job
 from .job import JobContext, JobPanel, JobRunner
 from .layer_picker import LayerPicker
+from .plot import PlotPanel
 from .results import Run, add_result
 
 if TYPE_CHECKING:
@@ -329,13 +328,13 @@ class RateDistortionWidget(QWidget):
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
 
-        self.figure = Figure(figsize=(6, 3.2), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setParent(self)
-        self.canvas.setMinimumHeight(260)
+        # napari's theme, and matplotlib's toolbar (zoom, pan, save as PNG/SVG).
+        self.plot = PlotPanel(napari_viewer, self)
+        self.figure = self.plot.figure
+        self.canvas = self.plot.canvas
         self.canvas.setToolTip("Click a point to compress the layer at that setting")
         self.canvas.mpl_connect("pick_event", self._on_pick)
-        layout.addWidget(self.canvas, stretch=1)
+        layout.addWidget(self.plot, stretch=1)
 
         export = QHBoxLayout()
         self.csv_button = QPushButton("Export CSV…", self)
@@ -518,6 +517,7 @@ class RateDistortionWidget(QWidget):
                 line.set_picker(True)
                 line.set_pickradius(5)
                 self._lines[line] = (line.get_label(), key)
+        self.plot.style()
         self.canvas.draw_idle()
 
     def lines(self, key: str = "psnr") -> list[Line2D]:
@@ -551,7 +551,7 @@ class RateDistortionWidget(QWidget):
         for line, (method, key) in self._lines.items():
             if method == row["method"]:
                 (mark,) = line.axes.plot(
-                    [row["bpp"]], [row[key]], "o", ms=10, mfc="none", mec="k", zorder=5
+                    [row["bpp"]], [row[key]], "o", ms=10, mfc="none", color=self.plot.ink, zorder=5
                 )
                 self._marks.append(mark)
         self.canvas.draw_idle()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image
 
-from ..writer import META_KEY
+from ..writer import META_KEY, json_safe, layer_entry
 
 if TYPE_CHECKING:
     import napari
@@ -173,14 +173,17 @@ def add_result(
     """
     figures = result.figures()
     name = f"{source.name} [{result.label}]"
+    # Under the plugin's key, JSON-safe, with the proof that the layer shows the bundle
+    # (the .svdz writer checks it, so an edited duplicate is not saved as this bundle).
     metadata = {
-        "figures": figures,
-        META_KEY: {
-            "bundle": result.bundle,
-            "source_layer": source.name,
-            "label": result.label,
-            "info": result.info,
-        },
+        META_KEY: layer_entry(
+            result.bundle,
+            result.image,
+            figures=figures,
+            source_layer=source.name,
+            label=result.label,
+            info=result.info,
+        )
     }
     kwargs: dict[str, Any] = {
         "name": name,
@@ -232,7 +235,11 @@ def _add_error_map(
             # The signed map is a picture of its own (white is "no error"); the
             # absolute one glows over the result.
             blending="translucent" if signed else "additive",
-            metadata={"figures": figures, "error_map_of": name, "error_kind": error_map.kind},
+            metadata={
+                META_KEY: json_safe(
+                    {"figures": figures, "error_map_of": name, "error_kind": error_map.kind}
+                )
+            },
             visible=False,
         )
     )

@@ -44,7 +44,7 @@ import numpy as np
 from ...errors import BundleContentError, BundleVersionError, ParameterError
 from ...registry import Encoded
 from . import context
-from .model import BUILTIN_PATH, LearnedModel, load_model, release_options
+from .model import BUILTIN_PATH, LearnedModel, load_model, release_options, trusted_model
 
 __all__ = ["channel_order", "decode", "decode_latents", "encode", "encode_latents"]
 
@@ -204,7 +204,8 @@ def encode(plane: np.ndarray, params: Mapping[str, Any], progress: Callable) -> 
         "codec_version": CODEC_VERSION,
         "model": {
             **model.identity(),
-            # The built-in model is found again by name; a user model by its path.
+            # Only a hint for the error message when the model is missing: decoding never
+            # loads a file named by a bundle (see model.trusted_model).
             "path": "" if _is_builtin(model) else os.path.abspath(model_path),
         },
         "quality": level,
@@ -237,19 +238,14 @@ def _check(
         isinstance(ident.get(k), str) for k in ("name", "version", "sha256", "path")
     ):
         raise BundleContentError("learned-codec metadata lacks the model identity")
-    try:
-        model = load_model(ident["path"])
-    except ParameterError as exc:
-        raise BundleVersionError(
-            f"this plane was encoded with model {ident['name']!r} version "
-            f"{ident['version']!r}, whose file is not available: {exc}"
-        ) from None
-    if model.identity() != {k: ident[k] for k in ("name", "version", "sha256")}:
+    model = trusted_model(ident)
+    if model is None:
+        where = f" (it was at {ident['path']!r} when encoding)" if ident["path"] else ""
         raise BundleVersionError(
             f"this plane was encoded with model {ident['name']!r} version {ident['version']!r} "
-            f"(sha256 {ident['sha256'][:12]}...), but the available model is {model.name!r} "
-            f"version {model.version!r} (sha256 {model.sha256[:12]}...); decode it with the "
-            "same model (or the napari-svd-compress release that wrote it)"
+            f"(sha256 {ident['sha256'][:12]}...), which is not the built-in model nor one "
+            f"loaded by this process{where}; load it first (decompress --model FILE, or "
+            "napari_svd_compress.codecs.learned.model.load_model(FILE))"
         )
     level = meta.get("quality")
     if not isinstance(level, int) or isinstance(level, bool) or level not in model.levels:

@@ -36,6 +36,7 @@ import json
 import os
 import threading
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -724,3 +725,21 @@ def load_model(path: str | os.PathLike | None = None) -> LearnedModel:
     with _CACHE_LOCK:
         _CACHE[key] = model
     return model
+
+
+def trusted_model(identity: Mapping[str, Any]) -> LearnedModel | None:
+    """The model with this identity (name, version, sha256) that the user chose, if any.
+
+    A bundle names its model but never where to load it from: a path read from a file
+    would let the file make this process open (and run graphs from) any file on the
+    machine.  So a bundle decodes with the built-in model, or with a model this process
+    loaded at the user's request (:func:`load_model`, the ``model`` parameter when
+    encoding, ``decompress --model``); ``None`` when neither matches.
+    """
+    want = {k: identity.get(k) for k in ("name", "version", "sha256")}
+    builtin = load_model(None)
+    if builtin.identity() == want:
+        return builtin
+    with _CACHE_LOCK:
+        loaded = list(_CACHE.values())
+    return next((m for m in loaded if m.identity() == want), None)
