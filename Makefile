@@ -22,8 +22,8 @@ demo: venv
 
 test: venv
 	bash scripts/system-deps.sh
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts conformance
+	$(BIN)/ruff format --check src tests benchmarks scripts conformance
 	bash scripts/run-tests.sh $(PY)
 
 benchmarks: venv

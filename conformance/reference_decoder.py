@@ -451,7 +451,10 @@ def decode(data: bytes) -> np.ndarray:
         unit = PLANE_DECODERS[codec](manifest["planes"][i], mine, h, w, c)
         plane = from_unit(unit, dtype, lo, hi)
         if alpha:
-            a = decode_ints(mine["alpha"], (h, w), dtype.name)
+            # Float alpha: the integers of its IEEE-754 bits (spec 4.4).
+            bits = {"float32": "int32", "float64": "int64"}.get(dtype.name)
+            a = decode_ints(mine["alpha"], (h, w), bits or dtype.name)
+            a = a.view(dtype) if bits else a
             plane = np.concatenate([plane, a[..., None]], axis=-1)
         out[i] = plane if rgb else plane[..., 0]
     return out.reshape(shape)

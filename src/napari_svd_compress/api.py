@@ -197,7 +197,7 @@ def _measure(
 ) -> PlaneResult:
     """Decode an encoded plane as a reader would and measure it against ``original``."""
     if alpha is not None:
-        encoded.payloads["alpha"] = encode_ints(alpha)
+        encoded.payloads["alpha"] = encode_ints(_alpha_ints(alpha.astype(spec.dtype, copy=False)))
     t0 = time.perf_counter()
     out_unit = codec.decode(encoded.meta, encoded.payloads, unit_shape)
     back = from_unit(out_unit, spec, _decode_alpha(encoded.payloads, spec))
@@ -507,12 +507,24 @@ def container_for(
     return registry.Container(quantum=quantum, overhead=overhead)
 
 
+# Float alpha is stored exactly as the integers of its IEEE-754 bits.
+_ALPHA_BITS = {"float32": np.dtype("int32"), "float64": np.dtype("int64")}
+
+
+def _alpha_ints(alpha: np.ndarray) -> np.ndarray:
+    bits = _ALPHA_BITS.get(alpha.dtype.name)
+    return alpha if bits is None else alpha.view(bits)
+
+
 def _decode_alpha(payloads: dict[str, bytes] | Any, spec: ImageSpec) -> np.ndarray | None:
     if not spec.alpha:
         return None
     if "alpha" not in payloads:
         raise BundleContentError("the bundle declares an alpha channel but has no 'alpha' payload")
-    return decode_ints(payloads["alpha"], shape=spec.plane_shape[:2], dtype=spec.dtype)
+    bits = _ALPHA_BITS.get(spec.dtype.name)
+    if bits is None:
+        return decode_ints(payloads["alpha"], shape=spec.plane_shape[:2], dtype=spec.dtype)
+    return decode_ints(payloads["alpha"], shape=spec.plane_shape[:2], dtype=bits).view(spec.dtype)
 
 
 def _assemble(planes: list[np.ndarray], spec: ImageSpec) -> np.ndarray:

@@ -170,3 +170,17 @@ def test_ycbcr_inverse_is_elementwise_and_specified():
     # The written-out table is the float32 rounding of the forward matrix's inverse.
     inv = np.linalg.inv(color._RGB_TO_YCBCR).astype(np.float32)
     assert np.array_equal(inv, m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_alpha_is_kept_bit_for_bit(dtype):
+    # Float alpha travels as the integers of its IEEE-754 bits (spec 4.4).
+    from napari_svd_compress import compress
+
+    rgba = np.random.default_rng(1).random((24, 20, 4)).astype(dtype)
+    rgba[0, 0, 3] = -0.0
+    result = compress(rgba, "svd", rank=3)
+    back = decompress(result.bundle)
+    assert back.dtype == dtype
+    assert back[..., 3].tobytes() == rgba[..., 3].tobytes()
+    np.testing.assert_array_equal(_reference().decode(result.bundle), back)
