@@ -75,6 +75,36 @@ def test_svd_sweep_factorises_once_on_large_images(monkeypatch):
         np.testing.assert_array_equal(api.decompress(shared.bundle), shared.image)
 
 
+def test_pca_sweep_shares_the_block_transform_and_equals_compress(rgb8, monkeypatch):
+    """A pca sweep computes the block covariance once per colour space and block size,
+    and every bundle is byte for byte the one compress() writes alone."""
+    from napari_svd_compress import api, compress
+    from napari_svd_compress.codecs import _blocks
+
+    sets = [
+        {"step": 64.0},
+        {"step": 14.0},
+        {"step": 30.0, "deblock": 0},
+        {"step": 20.0, "block": 4},
+    ]
+    made = []
+    real = _blocks._BlockStats.__init__
+
+    def counting(self, x, b, progress):
+        made.append(b)
+        real(self, x, b, progress)
+
+    monkeypatch.setattr(_blocks._BlockStats, "__init__", counting)
+    results = list(api.compress_many(rgb8, "pca", sets))
+    assert sorted(made) == [4, 8]
+    monkeypatch.setattr(_blocks._BlockStats, "__init__", real)
+    for params, shared in zip(sets, results, strict=True):
+        alone = compress(rgb8, "pca", **params)
+        assert shared.bundle == alone.bundle
+        assert shared.psnr == alone.psnr and shared.ssim == alone.ssim
+        np.testing.assert_array_equal(shared.image, alone.image)
+
+
 def test_region_is_kept_and_shown(rgb8, tmp_path):
     table = sweep(rgb8, methods=["jpeg"], points={"jpeg": [50]}, region="visible region")
     assert table.region == "visible region"

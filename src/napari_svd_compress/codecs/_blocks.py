@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -321,6 +321,59 @@ def _project(x, b, r0, r1, vec32, mean32, steps, buf) -> _Band:
     return _Band(r0, r1, live, _deadzone(y, 1.0), y)
 
 
+class _BlockStats:
+    """What :func:`_encode_blocks` computes before it needs the step: the padded plane,
+    the quantised mean patch and the eigen-decomposition of the patch covariance.  A
+    sweep over steps (:func:`encode_many`) computes it once."""
+
+    def __init__(self, x: np.ndarray, b: int, progress: Callable[[float], None]) -> None:
+        h, w, c = x.shape
+        hp, wp = -(-h // b) * b, -(-w // b) * b
+        if (hp, wp) != (h, w):
+            # Edge padding adds no new structure for the transform to spend bits on.
+            x = np.pad(x, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+        nr, nc = hp // b, wp // b
+        d = b * b * c
+        n = nr * nc
+        workers = _workers(None)
+        # The mean patch, then the covariance of the patches centred on it (as the
+        # decoder will centre them, on the quantised mean): float32 products (exact
+        # enough once centred, and four times faster than float64) added in float64,
+        # band by band on the threads.
+        mean = x.reshape(nr, b * wp * c).sum(axis=0, dtype=np.float64)
+        mean = mean.reshape(b, nc, b, c).sum(axis=1).reshape(d) / n
+        qmean = np.rint(mean * _MEAN_SCALE).astype(np.int32)
+        mean_q = qmean / _MEAN_SCALE
+        mean32 = mean_q.astype(np.float32)
+        bands = _small_bands(nr, nc, d, d)
+        parts: list[Any] = [None] * len(bands)
+        local = threading.local()
+        rows = max(r1 - r0 for r0, r1 in bands)
+
+        def gram_band(i: int) -> None:
+            r0, r1 = bands[i]
+            if getattr(local, "buf", None) is None:
+                local.buf = np.empty((rows * nc, d), np.float32)
+            p = _centred_patches(x, b, r0, r1, mean32, local.buf)
+            parts[i] = (p.sum(axis=0, dtype=np.float64), (p.T @ p).astype(np.float64))
+
+        _run_threads(gram_band, list(range(len(bands))), workers)
+        progress(0.4)
+        total = np.zeros(d, np.float64)
+        gram = np.zeros((d, d), np.float64)
+        for s, g in parts:
+            total += s
+            gram += g
+        parts.clear()
+        shift = total / n  # the mean of the centred patches (not quite 0: mean_q is rounded)
+        cov = gram / n - np.outer(shift, shift)
+        eig, vec = sla.eigh(cov, check_finite=False)
+        self.eig, self.vec = eig[::-1], vec[:, ::-1]
+        self.x, self.h, self.w, self.b = x, h, w, b
+        self.nr, self.nc, self.d, self.workers = nr, nc, d, workers
+        self.qmean, self.mean_q, self.mean32 = qmean, mean_q, mean32
+
+
 def _encode_blocks(
     x: np.ndarray,
     b: int,
@@ -328,59 +381,27 @@ def _encode_blocks(
     step: float | Callable[[np.ndarray, int], float],
     progress: Callable[[float], None],
     deblock: int = 0,
+    stats: _BlockStats | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Code plane ``x`` (already in its colour space) in ``b x b`` blocks.
 
     ``choose_k(eigenvalues)`` gives the number of components; ``step`` is the
     coefficient step, or a function ``step(eigenvalues, k)``; ``deblock`` the number
-    of offsets of the decoder's deblocking filter.
+    of offsets of the decoder's deblocking filter; ``stats``, if given, is
+    ``_BlockStats(x, b, ...)`` computed before (shared by several steps).
 
     The patches are gathered band by band (cache-sized bands, on ``_workers`` threads)
     and never materialised whole; only the components that quantise to nonzero
     somewhere are kept past the projection.
     """
-    h, w, c = x.shape
-    hp, wp = -(-h // b) * b, -(-w // b) * b
-    if (hp, wp) != (h, w):
-        # Edge padding adds no new structure for the transform to spend bits on.
-        x = np.pad(x, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
-    nr, nc = hp // b, wp // b
-    d = b * b * c
-    n = nr * nc
-    workers = _workers(None)
-    # The mean patch, then the covariance of the patches centred on it (as the
-    # decoder will centre them, on the quantised mean): float32 products (exact
-    # enough once centred, and four times faster than float64) added in float64, band
-    # by band on the threads.
-    mean = x.reshape(nr, b * wp * c).sum(axis=0, dtype=np.float64)
-    mean = mean.reshape(b, nc, b, c).sum(axis=1).reshape(d) / n
-    qmean = np.rint(mean * _MEAN_SCALE).astype(np.int32)
-    mean_q = qmean / _MEAN_SCALE
-    mean32 = mean_q.astype(np.float32)
-    bands = _small_bands(nr, nc, d, d)
-    parts: list[Any] = [None] * len(bands)
-    local = threading.local()
-    rows = max(r1 - r0 for r0, r1 in bands)
-
-    def gram_band(i: int) -> None:
-        r0, r1 = bands[i]
-        if getattr(local, "buf", None) is None:
-            local.buf = np.empty((rows * nc, d), np.float32)
-        p = _centred_patches(x, b, r0, r1, mean32, local.buf)
-        parts[i] = (p.sum(axis=0, dtype=np.float64), (p.T @ p).astype(np.float64))
-
-    _run_threads(gram_band, list(range(len(bands))), workers)
-    progress(0.4)
-    total = np.zeros(d, np.float64)
-    gram = np.zeros((d, d), np.float64)
-    for s, g in parts:
-        total += s
-        gram += g
-    parts.clear()
-    shift = total / n  # the mean of the centred patches (not quite 0: mean_q is rounded)
-    cov = gram / n - np.outer(shift, shift)
-    eig, vec = sla.eigh(cov, check_finite=False)
-    eig, vec = eig[::-1], vec[:, ::-1]
+    if stats is None:
+        stats = _BlockStats(x, b, progress)
+    else:
+        progress(0.4)
+    x, h, w = stats.x, stats.h, stats.w
+    nr, nc, d, workers = stats.nr, stats.nc, stats.d, stats.workers
+    qmean, mean_q, mean32 = stats.qmean, stats.mean_q, stats.mean32
+    eig, vec = stats.eig, stats.vec
     k = max(1, min(int(choose_k(eig)), d))
     vec = vec[:, :k]
     if callable(step):
@@ -1094,6 +1115,47 @@ def encode(
         meta, payloads = _encode_rows(x, params, step, progress)
     meta["space"] = space
     return Encoded(meta=meta, payloads=payloads)
+
+
+def encode_many(
+    plane: np.ndarray,
+    param_sets: list[dict[str, Any]],
+    progress: Callable[[float], None],
+    containers: list[Container],
+) -> Iterator[Encoded]:
+    """Encode one plane at several parameter sets (a sweep over ``step``), converting
+    the colour space and computing the block covariance and its eigenvectors once per
+    colour space and block size.  Each bundle is byte for byte :func:`encode`'s."""
+    c = plane.shape[2]
+    spaces: dict[str, np.ndarray] = {}
+    shared: dict[tuple[str, int], _BlockStats] = {}
+    n = len(param_sets)
+    for i, (params, container) in enumerate(zip(param_sets, containers, strict=True)):
+
+        def report(f: float, i: int = i) -> None:
+            progress((i + f) / n)
+
+        if params["mode"] != "blocks":
+            yield encode(plane, params, report, container)
+            continue
+        space = params["color"] if c == 3 else "gray"
+        if space not in spaces:
+            spaces[space] = to_space(plane, space) if c == 3 else plane
+        x = spaces[space]
+        key = (space, params["block"])
+        if key not in shared:
+            shared[key] = _BlockStats(x, params["block"], report)
+        meta, payloads = _encode_blocks(
+            x,
+            params["block"],
+            lambda eig, params=params: _choose_k(eig, params),
+            float(params["step"]) * _LEVEL,
+            report,
+            params["deblock"],
+            stats=shared[key],
+        )
+        meta["space"] = space
+        yield Encoded(meta=meta, payloads=payloads)
 
 
 def encode_patches(

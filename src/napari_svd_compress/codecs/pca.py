@@ -5,7 +5,7 @@ only registers the codec, so that importing ``svd`` does not register ``pca`` fi
 """
 
 from ..registry import Codec, register
-from ._blocks import PARAMS, _short, decode, encode
+from ._blocks import PARAMS, _short, decode, encode, encode_many
 
 CODEC = register(
     Codec(
@@ -19,6 +19,7 @@ CODEC = register(
         params=PARAMS,
         encode=encode,
         decode=decode,
+        encode_many=encode_many,
         sweep=("step", (400.0, 280.0, 200.0, 140.0, 96.0, 64.0, 44.0, 30.0, 20.0, 14.0, 10.0, 7.0)),
         short=_short,
     )
