@@ -344,10 +344,9 @@ def report(args, w, h, gflops, gbps, rows, stage_rows, scaling, raw) -> None:
             "written by `fileio.raw.write_dng` from the same photo, decoded by our reader "
             "(`read_raw`: LibRaw through rawpy, checks and metadata) and by rawpy's own "
             f"`postprocess` with the same settings, alternated, medians of {args.repeats}.  "
-            "In napari the plugin's default RAW reader is the full decode; its second RAW "
-            'reader, `napari-svd-compress.get_raw_preview_reader` ("Open a camera RAW file '
-            'as a half-size preview"), gives the half-size preview; from Python it is '
-            "`read_raw(path, half_size=True)`, on the command line `--half-size`.",
+            "In napari, opening a RAW file is the full decode; `File > IO Utilities > Open "
+            "camera RAW as half-size preview…` gives the half-size preview; from Python it "
+            "is `read_raw(path, half_size=True)`, on the command line `--half-size`.",
             "",
             "| decode | ours s | rawpy s | ours / rawpy |",
             "|---|---|---|---|",

@@ -17,7 +17,6 @@ from napari_svd_compress._napari.reader import (
     NO_LAYERS,
     get_bundle_reader,
     get_legacy_reader,
-    get_raw_preview_reader,
     get_raw_reader,
     read_raw_preview_layers,
 )
@@ -77,9 +76,7 @@ def test_open_dng(make_napari_viewer, dng_path, rgb_image):
     assert corr > 0.8
 
 
-def test_raw_preview_reader_is_half_size(tmp_path, dng_path, rgb_image):
-    assert get_raw_preview_reader(str(tmp_path / "missing.dng")) is None
-    assert get_raw_preview_reader(str(dng_path)) is read_raw_preview_layers
+def test_raw_preview_layers_are_half_size(dng_path, rgb_image):
     [(data, kwargs, kind)] = read_raw_preview_layers(str(dng_path))
     assert kind == "image" and kwargs["rgb"] and kwargs["name"] == "synthetic (half size)"
     assert kwargs["metadata"]["svd_compress"]["raw"]["settings"]["half_size"] is True
@@ -88,14 +85,22 @@ def test_raw_preview_reader_is_half_size(tmp_path, dng_path, rgb_image):
 
 
 @pytest.mark.gui
-def test_open_dng_preview_through_its_reader(make_napari_viewer, dng_path, rgb_image):
-    # The plugin's default RAW reader is the full decode; the preview is chosen by name.
+def test_open_dng_is_always_the_full_decode_and_the_preview_is_a_menu_item(
+    make_napari_viewer, dng_path, rgb_image, notifications
+):
+    from napari_svd_compress._napari.menus import open_raw_preview
+
     viewer = make_napari_viewer()
-    [full] = viewer.open(str(dng_path), plugin=PLUGIN)
-    [half] = viewer.open(str(dng_path), plugin=f"{PLUGIN}.get_raw_preview_reader")
-    assert full.data.shape == rgb_image.shape
+    for _ in range(3):  # one RAW reader: napari has no choice to make
+        [full] = viewer.open(str(dng_path), plugin=PLUGIN)
+        assert full.data.shape == rgb_image.shape and full.name.startswith("synthetic")
+    [half] = open_raw_preview(viewer, str(dng_path))
+    assert half in viewer.layers and half.name == "synthetic (half size)"
     assert half.data.shape == (rgb_image.shape[0] // 2, rgb_image.shape[1] // 2, 3)
-    assert half.name == "synthetic (half size)"
+    broken = dng_path.with_name("broken.dng")
+    broken.write_bytes(dng_path.read_bytes()[:16] + b"\x00" * 64)
+    assert open_raw_preview(viewer, str(broken)) == []
+    assert "broken.dng" in str(notifications.errors()[-1].message)
 
 
 @pytest.mark.gui

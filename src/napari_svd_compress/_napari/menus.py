@@ -5,7 +5,8 @@ layer: napari lists them, for an image layer only, in its Layers menu's submenus
 places napari opens to plugins for actions on the selected layer (``Layers > Filter``:
 Compress with SVD; ``Layers > Measure``: the spectrum and the rate-distortion curves;
 ``Layers > Visualize``: compare a layer with its compression results).  The widgets stay in
-the Plugins menu as well.
+the Plugins menu as well.  ``File > IO Utilities`` opens a camera RAW file as a half-size
+preview.
 
 napari passes the viewer in (app-model injection, from the type annotation).
 """
@@ -20,7 +21,13 @@ from napari.utils.notifications import show_info
 
 from .widgets.layer_picker import is_preview, is_result
 
-__all__ = ["compare_results", "compress_with_svd", "rate_distortion", "show_spectrum"]
+__all__ = [
+    "compare_results",
+    "compress_with_svd",
+    "open_raw_preview",
+    "rate_distortion",
+    "show_spectrum",
+]
 
 PLUGIN = "napari-svd-compress"
 
@@ -69,3 +76,28 @@ def compare_results(viewer: napari.viewer.Viewer) -> None:
         return
     widget.select_runs(runs)
     widget.compare(True)
+
+
+def open_raw_preview(viewer: napari.viewer.Viewer, path: str | None = None) -> list[Image]:
+    """Open a camera RAW file as a half-size preview layer (asks for the file when
+    ``path`` is None); returns the layers added (none when cancelled or unreadable: a
+    broken file gives an error notification, as the readers do)."""
+    from .reader import read_raw_preview_layers
+
+    if path is None:
+        from qtpy.QtWidgets import QFileDialog
+
+        from ..fileio.raw import RAW_EXTENSIONS
+
+        patterns = " ".join(f"*{ext}" for ext in sorted(RAW_EXTENSIONS))
+        path, _ = QFileDialog.getOpenFileName(
+            None, "Open camera RAW as half-size preview", "", f"Camera RAW ({patterns})"
+        )
+        if not path:
+            return []
+    added = []
+    for layer_data in read_raw_preview_layers(path):
+        if layer_data[0] is not None:  # not napari's "no layers" sentinel
+            data, kwargs, _ = layer_data
+            added.append(viewer.add_image(data, **kwargs))
+    return added

@@ -22,9 +22,9 @@ __all__ = [
     "get_bundle_reader",
     "get_image_reader",
     "get_legacy_reader",
-    "get_raw_preview_reader",
     "get_raw_reader",
     "read_image_layers",
+    "read_raw_preview_layers",
 ]
 
 PathOrPaths = str | Sequence[str]
@@ -79,22 +79,6 @@ def get_raw_reader(path: PathOrPaths) -> ReaderFunction | None:
     return read_raw_layers if _is_raw(path) else None
 
 
-def get_raw_preview_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """Return a half-size preview reader for a camera RAW file, or None if it is not one.
-
-    The second RAW reader of the plugin (napari's default for RAW files stays the full
-    decode): each 2 x 2 Bayer block becomes one pixel, no demosaicing, about four times
-    faster and a quarter of the memory.  Choose it with
-    ``viewer.open(path, plugin="napari-svd-compress.get_raw_preview_reader")``.
-
-    Returns
-    -------
-    callable or None
-        :func:`read_raw_preview_layers`, or None (never raises).
-    """
-    return read_raw_preview_layers if _is_raw(path) else None
-
-
 def _is_raw(path: PathOrPaths) -> bool:
     from ..fileio import raw
 
@@ -112,8 +96,11 @@ def read_raw_layers(path: PathOrPaths) -> list[LayerData]:
 
 
 def read_raw_preview_layers(path: PathOrPaths) -> list[LayerData]:
-    """Like :func:`read_raw_layers` at half size; the layer is named ``<file> (half size)``
-    and ``metadata["svd_compress"]["raw"]["settings"]["half_size"]`` is True."""
+    """Like :func:`read_raw_layers` at half size: each 2 x 2 Bayer block becomes one pixel,
+    no demosaicing, about four times faster and a quarter of the memory.  The layer is
+    named ``<file> (half size)`` and ``metadata["svd_compress"]["raw"]["settings"]
+    ["half_size"]`` is True.  napari reaches it through File > IO Utilities (see
+    :func:`.menus.open_raw_preview`)."""
     return _raw_layers(path, half_size=True)
 
 

@@ -16,6 +16,7 @@ from napari_svd_compress._napari.widgets.spectrum import SpectrumWidget
 PLUGIN = "napari-svd-compress"
 MANIFEST = Path(_napari.__file__).with_name("napari.yaml")
 ITEMS = {
+    "napari/file/io_utilities": ["napari-svd-compress.open_raw_preview"],
     "napari/layers/filter": ["napari-svd-compress.compress_layer"],
     "napari/layers/measure": ["napari-svd-compress.spectrum_layer", "napari-svd-compress.rd_layer"],
     "napari/layers/visualize": ["napari-svd-compress.compare_layer"],
@@ -36,7 +37,8 @@ def test_manifest_contributes_layer_menu_items():
     for menu_id, items in menus.items():
         assert is_menu_contributable(menu_id)  # napari keeps them (it drops the others)
         for item in items:
-            assert str(item.when) == "active_layer_type == 'image'"
+            if menu_id.startswith("napari/layers/"):
+                assert str(item.when) == "active_layer_type == 'image'"
     # The widgets stay in the Plugins menu, as before.
     assert {w.display_name for w in pm.contributions.widgets} == {
         "Compress",
@@ -65,6 +67,8 @@ def test_items_are_in_napari_layers_menus_for_image_layers_only(make_napari_view
     for menu_id, commands in ITEMS.items():
         found = _menu_items(menu_id)
         assert sorted(found) == sorted(commands)
+        if not menu_id.startswith("napari/layers/"):
+            continue  # File > IO Utilities: always there
         for item in found.values():
             viewer.layers.selection.active = image
             assert item.when.eval(get_context(viewer.layers))
