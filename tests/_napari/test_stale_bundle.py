@@ -88,15 +88,17 @@ def test_duplicate_given_new_data_is_compressed_again(make_napari_viewer, tmp_pa
 
 
 def test_widget_result_duplicated_edited_and_saved(make_napari_viewer, tmp_path, rgb_image):
+    from napari.layers import Image
+
     from napari_svd_compress._napari.widgets.results import add_result
 
     viewer = make_napari_viewer()
-    source = viewer.add_image(rgb_image, name="photo", rgb=True)
+    source = Image(rgb_image, name="photo", rgb=True)
     result = nsc.compress(rgb_image, "svd", rank=7)
-    run, steps = add_result(viewer, result, source)
-    for step in steps:
-        step()
-    layer = run.layer
+    # The result layer as the Compress widget adds it (outside a viewer: what is checked
+    # here is its metadata and the writer).
+    run, _ = add_result(_LayerSink(), result, source)
+    layer = viewer.add_layer(run.layer)
     assert set(layer.metadata) == {META_KEY}
     json.dumps(layer.metadata, allow_nan=False)
     assert layer.metadata[META_KEY]["figures"]["bytes"] == len(result.bundle)
@@ -104,6 +106,13 @@ def test_widget_result_duplicated_edited_and_saved(make_napari_viewer, tmp_path,
     dup = _duplicate(viewer, layer)
     dup.data[0, 0] ^= 1
     assert _save(dup, tmp_path / "edited.svdz") == nsc.compress(dup.data, "svd").bundle
+
+
+class _LayerSink:
+    """Stands in for a viewer in ``add_result``: keeps the layer it is given."""
+
+    def add_layer(self, layer):
+        return layer
 
 
 def test_entry_without_a_proof_is_checked_by_decoding(rgb_image):
