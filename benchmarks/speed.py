@@ -335,7 +335,8 @@ def report(args, w, h, gflops, gbps, rows, stage_rows, scaling, raw) -> None:
         for stage in stages:
             cells = " | ".join(f"{stage_rows[n][stage]:.2f}" for n in names)
             lines.append(f"| {stage} | {cells} |")
-    replace_section(args.out, lines[0], lines)
+    if rows:  # a run of --raw or --scaling alone keeps the methods table as it is
+        replace_section(args.out, lines[0], lines)
     if raw:
         rlines = [
             "## RAW decoding",
