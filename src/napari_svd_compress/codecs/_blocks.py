@@ -396,8 +396,7 @@ def _encode_blocks(
     """
     if stats is None:
         stats = _BlockStats(x, b, progress)
-    else:
-        progress(0.4)
+    progress(0.4)
     x, h, w = stats.x, stats.h, stats.w
     nr, nc, d, workers = stats.nr, stats.nc, stats.d, stats.workers
     qmean, mean_q, mean32 = stats.qmean, stats.mean_q, stats.mean32
@@ -1098,23 +1097,7 @@ def encode(
     container: Container,
 ) -> Encoded:
     """Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused."""
-    c = plane.shape[2]
-    space = params["color"] if c == 3 else "gray"
-    x = to_space(plane, space) if c == 3 else plane
-    step = float(params["step"]) * _LEVEL
-    if params["mode"] == "blocks":
-        meta, payloads = _encode_blocks(
-            x,
-            params["block"],
-            lambda eig: _choose_k(eig, params),
-            step,
-            progress,
-            params["deblock"],
-        )
-    else:
-        meta, payloads = _encode_rows(x, params, step, progress)
-    meta["space"] = space
-    return Encoded(meta=meta, payloads=payloads)
+    return next(encode_many(plane, [params], progress, [container]))
 
 
 def encode_many(
@@ -1124,36 +1107,38 @@ def encode_many(
     containers: list[Container],
 ) -> Iterator[Encoded]:
     """Encode one plane at several parameter sets (a sweep over ``step``), converting
-    the colour space and computing the block covariance and its eigenvectors once per
-    colour space and block size.  Each bundle is byte for byte :func:`encode`'s."""
+    the colour space once per space and computing the block covariance and its
+    eigenvectors once per space and block size.  Each bundle is byte for byte the one
+    :func:`encode` gives for its parameters alone."""
     c = plane.shape[2]
     spaces: dict[str, np.ndarray] = {}
     shared: dict[tuple[str, int], _BlockStats] = {}
     n = len(param_sets)
-    for i, (params, container) in enumerate(zip(param_sets, containers, strict=True)):
+    for i, params in enumerate(param_sets):
 
         def report(f: float, i: int = i) -> None:
             progress((i + f) / n)
 
-        if params["mode"] != "blocks":
-            yield encode(plane, params, report, container)
-            continue
         space = params["color"] if c == 3 else "gray"
         if space not in spaces:
             spaces[space] = to_space(plane, space) if c == 3 else plane
         x = spaces[space]
-        key = (space, params["block"])
-        if key not in shared:
-            shared[key] = _BlockStats(x, params["block"], report)
-        meta, payloads = _encode_blocks(
-            x,
-            params["block"],
-            lambda eig, params=params: _choose_k(eig, params),
-            float(params["step"]) * _LEVEL,
-            report,
-            params["deblock"],
-            stats=shared[key],
-        )
+        step = float(params["step"]) * _LEVEL
+        if params["mode"] == "blocks":
+            key = (space, params["block"])
+            if key not in shared:
+                shared[key] = _BlockStats(x, params["block"], report)
+            meta, payloads = _encode_blocks(
+                x,
+                params["block"],
+                lambda eig, params=params: _choose_k(eig, params),
+                step,
+                report,
+                params["deblock"],
+                stats=shared[key],
+            )
+        else:
+            meta, payloads = _encode_rows(x, params, step, report)
         meta["space"] = space
         yield Encoded(meta=meta, payloads=payloads)
 
