@@ -9,15 +9,14 @@ times faster (see :func:`ssim`).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
 from ._image import dtype_range
+from ._threads import THREADS, thread_map
 
 __all__ = ["SSIM_RADIUS", "bd_rate", "data_range", "psnr", "psnr_from_mse", "squared_error", "ssim"]
 
@@ -36,7 +35,7 @@ _SSIM_SUB_BAND = 4
 # Below this many window positions (per image) threads cost more than they save.
 _SSIM_THREADED_MIN = 1 << 20
 # Threads for one SSIM (numpy releases the GIL inside its loops).
-_SSIM_THREADS = max(1, min(4, os.cpu_count() or 1))
+_SSIM_THREADS = THREADS
 # Elements per band of the squared error: its float64 difference buffer is ~2 MB.
 _SQERR_BAND_ELEMENTS = 1 << 18
 # Integer dtypes whose differences fit a wider integer (dtype.str without byte order).
@@ -232,8 +231,7 @@ def _ssim_fast(reference: np.ndarray, test: np.ndarray, rng: float, channels: in
         # the result: the pool hands the blocks out as threads become free.
         blocks = min(4 * workers, max(workers, out_rows // (16 * _SSIM_BAND)))
         cuts = [round(i * out_rows / blocks) for i in range(blocks + 1)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            total = sum(pool.map(rows, cuts[:-1], cuts[1:]))
+        total = sum(thread_map(rows, cuts[:-1], cuts[1:], workers=workers))
     return total / (out_rows * out_cols * channels)
 
 

@@ -11,10 +11,10 @@ import pytest
 from skimage import data, transform
 
 import napari_svd_compress as nsc
+from napari_svd_compress import _threads
 from napari_svd_compress.codecs import kmeans
 from napari_svd_compress.codecs.kmeans import kmeans_fit, nearest
 from napari_svd_compress.errors import BundleError
-from napari_svd_compress.format import entropy
 from napari_svd_compress.format.entropy import decode_ints, encode_ints
 
 
@@ -138,8 +138,7 @@ def test_smoothing_never_costs_error_and_saves_bytes(noisy_large, monkeypatch):
 
 def test_threads_do_not_change_the_bundle(noisy_large, monkeypatch):
     two = nsc.compress(noisy_large, "kmeans", colors=8).bundle
-    monkeypatch.setattr(kmeans, "_THREADS", 1)
-    monkeypatch.setattr(entropy, "_THREADS", 1)
+    monkeypatch.setattr(_threads, "THREADS", 1)
     assert nsc.compress(noisy_large, "kmeans", colors=8).bundle == two
 
 

@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
+from napari_svd_compress import _threads
 from napari_svd_compress.errors import BundleContentError
 from napari_svd_compress.format import entropy
 from napari_svd_compress.format.entropy import coder_name, decode_ints, encode_ints
@@ -105,7 +106,7 @@ def test_chunked_zlib_is_one_standard_stream_whatever_the_threads(monkeypatch):
     settings = [s for m, s in entropy._QUICK_CODERS if m == entropy._ZLIB] + [(9, 0)]
     streams = []
     for threads in (1, 3):
-        monkeypatch.setattr(entropy, "_THREADS", threads)
+        monkeypatch.setattr(_threads, "THREADS", threads)
         for level, strategy in settings:
             streams.append(entropy._zlib_chunked(buf, level, strategy))
     assert streams[:3] == streams[3:]

@@ -37,13 +37,13 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import scipy.fft
 import scipy.linalg as sla
 
+from .._threads import THREADS, thread_map
 from ..errors import BundleContentError
 from ..format import block_context as _block_context
 from ..format.entropy import decode_ints, encode_ints
@@ -651,7 +651,7 @@ _SMALL_BAND = 4096
 
 def _workers(workers: int | None) -> int:
     if workers is None:
-        workers = min(os.cpu_count() or 1, 4)
+        workers = THREADS
     return max(1, int(workers))
 
 
@@ -664,13 +664,7 @@ def _run_threads(fn: Callable[[Any], None], items: list[Any], workers: int) -> N
     if not items:
         return
     with _blas_one_thread():
-        if workers > 1 and len(items) > 1:
-            with ThreadPoolExecutor(min(workers, len(items))) as pool:
-                for _ in pool.map(fn, items):
-                    pass
-        else:
-            for item in items:
-                fn(item)
+        thread_map(fn, items, workers=workers)
 
 
 _ONE_THREAD_LOCK = threading.Lock()

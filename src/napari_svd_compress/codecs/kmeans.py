@@ -26,13 +26,12 @@ Payloads: ``palette`` (uint16, ``k x C``, values in 1/65535) and ``index`` (``H 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from .._threads import thread_map
 from ..errors import BundleContentError
 from ..format.entropy import decode_ints, encode_ints
 from ..registry import Codec, Container, Encoded, Param, register
@@ -45,7 +44,6 @@ _PALETTE_SCALE = 65535
 # Pixels per block of the colour-code pass (its float32 temporaries stay in cache), and
 # threads over the blocks (numpy releases the GIL inside its loops).
 _CODE_BLOCK = 1 << 16
-_THREADS = max(1, min(4, os.cpu_count() or 1))
 # Pixels per block of the decoder's palette lookup.
 _DECODE_BLOCK = 1 << 20
 # Neighbour-vote passes that settle pixels between their two nearest centres (see encode).
@@ -250,7 +248,7 @@ def _all_codes(plane: np.ndarray) -> tuple[np.ndarray, bool]:
     level), as a flat int64 array, and whether every value is exactly its 8-bit level
     (``_LEVELS``), as an 8-bit image's is.
 
-    Works in blocks of rows on up to ``_THREADS`` threads; the result does not depend on
+    Works in blocks of rows on up to ``THREADS`` threads; the result does not depend on
     their number.
     """
     h, w, c = plane.shape
@@ -270,13 +268,7 @@ def _all_codes(plane: np.ndarray) -> tuple[np.ndarray, bool]:
         # _LEVELS[t] without the lookup: the same float32 product.
         return bool(np.array_equal(t * _LEVELS[1], x))
 
-    workers = min(_THREADS, len(blocks))
-    if workers == 1:
-        exact = [block(i) for i in range(len(blocks))]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            exact = list(pool.map(block, range(len(blocks))))
-    return codes, all(exact)
+    return codes, all(thread_map(block, range(len(blocks))))
 
 
 def _luma_order(palette: np.ndarray) -> np.ndarray:
@@ -468,12 +460,7 @@ def decode(
     def block(r: int) -> None:
         np.take(table, index[r : r + rows], out=items[r : r + rows], mode="clip")
 
-    if len(starts) < 2 or _THREADS == 1:
-        for r in starts:
-            block(r)
-    else:
-        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-            list(pool.map(block, starts))
+    thread_map(block, starts)
     return out
 
 

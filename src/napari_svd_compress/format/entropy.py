@@ -17,16 +17,15 @@ against the shape the caller expects before allocating anything.
 from __future__ import annotations
 
 import lzma
-import os
 import struct
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from .._threads import thread_map
 from ..errors import BundleContentError
 
 _MAGIC = b"E1"
@@ -68,8 +67,6 @@ _QUICK_SAMPLES = 8
 _QUICK_ROWS = 64
 _ZLIB_CHUNK = 1 << 22
 _ZLIB_WINDOW = 1 << 15
-# Threads for the chunked zlib (zlib releases the GIL while it compresses).
-_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def encode_ints(
@@ -217,12 +214,7 @@ def _zlib_chunked(buf: memoryview, level: int, strategy: int = zlib.Z_DEFAULT_ST
             c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, strategy)
         return c.compress(buf[s:e]) + c.flush(zlib.Z_FINISH if e == n else zlib.Z_SYNC_FLUSH)
 
-    workers = min(_THREADS, len(bounds))
-    if workers == 1:
-        parts = [chunk(i) for i in range(len(bounds))]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(chunk, range(len(bounds))))
+    parts = thread_map(chunk, range(len(bounds)))
     head = zlib.compressobj(level, zlib.DEFLATED, 15, 8, strategy)
     head = (head.compress(b"") + head.flush())[:2]
     return head + b"".join(parts) + zlib.adler32(buf).to_bytes(4, "big")
