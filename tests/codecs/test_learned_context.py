@@ -61,14 +61,6 @@ def test_activity_context_beats_one_table_per_channel():
     assert ours < 0.85 * plain
 
 
-def test_tables_are_integer_and_decreasing():
-    for j in (0, 10, context.GRID - 1):
-        radius, w = context._weights(j)
-        assert np.all(w == np.round(w)) and np.all(w >= 1)
-        side = w[radius + 1 : 2 * radius + 1]
-        assert np.all(np.diff(side) <= 0) and np.array_equal(side, w[radius - 1 :: -1][:radius])
-
-
 def test_channel_order_by_mean_magnitude():
     pmf = np.zeros((3, 5), np.int32)
     pmf[0, :3] = (1, 100, 1)  # narrow around 0

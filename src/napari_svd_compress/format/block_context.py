@@ -5,9 +5,9 @@ The coefficients form a ``(k, rows, cols)`` array: component ``i`` of the block 
 model whose scale depends on the block's *activity*: the sum of the magnitudes of
 what was coded before, in the block and its eight neighbours.  Flat regions, whose
 blocks have quantised to nearly nothing so far, get narrow models and cost next to
-nothing; busy regions get wide ones.  Per component the coder sends a base scale
-(float16) and the index of one of a few fixed curves (``_CURVES``) that map activity
-classes to scale multipliers.  Components that vary smoothly between blocks (the
+nothing; busy regions get wide ones.  Per component the coder sends a base level of
+:mod:`.laplace_tables` and the index of one of a few fixed curves (``_OFFSETS``) that
+add levels per activity class.  Components that vary smoothly between blocks (the
 block means, the gradients) are coded as residuals of the LOCO-I median prediction
 from their left, upper and upper-left neighbours (``_med``), when that is shorter.
 
@@ -15,10 +15,10 @@ On the photos of docs/rate-distortion.md this coder took the ``pca`` codec's BD-
 against JPEG from -5.6 % (one Laplace model per component, as in ``_entropy``) to
 -14.8 %.
 
-Decoding must reproduce the encoder's models exactly: classes are computed with
-integer arithmetic only, and a scale is the product of two float16 values (a single
-correctly rounded multiplication); the quantisation of the Laplace distribution is
-constriction's, as for the ``laplace`` coder of ``_entropy``.
+Decoding must reproduce the encoder's models exactly: classes and levels are integer
+arithmetic, and the tables are built from integers (mode 2, format version 3).  Mode 1
+(versions 1 and 2, still read) took a scale as the product of two float16 values and
+left the quantisation of the Laplace distribution to constriction's floating point.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import struct
 import numpy as np
 
 from ..errors import BundleContentError
-from .entropy import decode_ints, encode_ints, laplace_bits, stream_errors
+from . import laplace_tables as _tables
+from .entropy import decode_ints, encode_ints, stream_errors
 
 _MAGIC = b"C1"
 _MAX_SPAN = 1 << 22
@@ -37,9 +38,9 @@ _F16_MAX = 60000.0
 # Activity classes: 0 is "nothing coded around here yet"; then the activity relative to
 # its mean over the image, split at these fractions (numerator, denominator).
 _EDGES = ((1, 8), (1, 4), (1, 2), (1, 1), (2, 1), (4, 1))
-# Scale multiplier per class: x ** beta at the classes' typical relative activity
-# x = 0.03, 0.09, 0.18, 0.35, 0.7, 1.4, 2.8, 6 for beta = 0, 0.25, ..., 1.25, written
-# out so that no power function (whose last bit differs between platforms) is involved.
+# Mode 1 (read only): scale multiplier per class, x ** beta at the classes' typical
+# relative activity x = 0.03, 0.09, 0.18, 0.35, 0.7, 1.4, 2.8, 6 for beta = 0, 0.25, ...,
+# 1.25, written out so that no power function is involved.
 _CURVES = np.array(
     [
         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
@@ -50,62 +51,70 @@ _CURVES = np.array(
         [0.0125, 0.0493, 0.1173, 0.2692, 0.6403, 1.5229, 3.6218, 9.3905],
     ]
 )
-# Columns sampled per component when fitting its model (enough for a stable fit).
+# Version 3: levels of :mod:`.laplace_tables` added to a component's base level per
+# activity class, for six curves: round(3 * beta * log2(x)) at the classes' typical
+# relative activity x (above), beta = 0, 0.25, ..., 1.25 (the learned codec's too).
+_OFFSETS = np.array(
+    [
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [-4, -3, -2, -1, 0, 0, 1, 2],
+        [-8, -5, -4, -2, -1, 1, 2, 4],
+        [-11, -8, -6, -3, -1, 1, 3, 6],
+        [-15, -10, -7, -5, -2, 1, 4, 8],
+        [-19, -13, -9, -6, -2, 2, 6, 10],
+    ]
+)
+_CLASSES = 8
+_INT32_MAX = (1 << 31) - 1
+# Blocks sampled per component when fitting its model (enough for a stable fit), and
+# the base levels tried on either side of the first guess.
 _FIT_COLUMNS = 2048
-_SCALE_TRIES = (0.25, 0.4, 0.6, 0.85, 1.2)
+_FIT_SPREAD = 8
 
 
 def encode(coef: np.ndarray, rows: int, cols: int) -> bytes:
-    """Code integer coefficients ``coef`` of shape ``(k, rows * cols)``."""
+    """Code integer coefficients ``coef`` of shape ``(k, rows * cols)`` (mode 2)."""
     import constriction
 
     k = coef.shape[0]
     n = rows * cols
     coef = np.asarray(coef).reshape(k, rows, cols)
-    # Per component: its symbols and activity classes (the scales are made again when
-    # coding, one component at a time: no k x n float arrays).
-    symbols: list[np.ndarray] = []
-    classes: list[np.ndarray] = []
-    flags = np.zeros(k, np.uint8)
-    base = np.zeros(k, np.float16)
+    if np.abs(coef).max(initial=0) > _INT32_MAX // 2:
+        # Not a real picture's coefficients (absurd steps): the plain per-row coder.
+        return _MAGIC + b"\x00" + encode_ints(coef.astype(np.int64).reshape(k, n))
+    enc = constriction.stream.queue.RangeEncoder()
+    side = bytearray()
+    escapes: list[np.ndarray] = []
     activity = np.zeros((rows, cols), np.int64)
     sample = slice(None, None, max(1, n // _FIT_COLUMNS))
-    lo, hi = 0, 0
     for i in range(k):
         cls = _classes(activity).ravel()
-        qi = coef[i].astype(np.int64)
-        options = [qi]
-        resid = qi - _med(qi)
+        sym = coef[i].astype(np.int64)
+        pred = 0
+        resid = sym - _med(sym)
         # Smooth components (the block means, the gradients) are cheaper as residuals.
-        if np.abs(resid).mean() < 0.9 * np.abs(qi).mean():
-            options.append(resid)
-        best = None
-        for pred, sym in enumerate(options):
-            bits, curve, b16 = _fit(np.abs(sym.ravel()[sample]).astype(np.float64), cls[sample])
-            if best is None or bits < best[0]:
-                best = (bits, pred, curve, b16)
-        _, pred, curve, base[i] = best
-        flags[i] = curve | (pred << 4)
-        sym = options[pred]
-        lo, hi = min(lo, int(sym.min(initial=0))), max(hi, int(sym.max(initial=0)))
-        symbols.append(sym.ravel())
-        classes.append(cls)
+        if np.abs(resid).mean() < 0.9 * np.abs(sym).mean():
+            plain_fit = _fit_levels(np.abs(sym.ravel()[sample]), cls[sample])
+            resid_fit = _fit_levels(np.abs(resid.ravel()[sample]), cls[sample])
+            pred = int(resid_fit[0] < plain_fit[0])
+            _, curve, base = resid_fit if pred else plain_fit
+        else:
+            _, curve, base = _fit_levels(np.abs(sym.ravel()[sample]), cls[sample])
+        if pred:
+            sym = resid
+        side.append(curve | (pred << 4))
+        side += struct.pack("<H", base)
+        flat = sym.ravel()
+        for c, level in enumerate(_class_levels(base, curve)):
+            values = flat[cls == c]
+            if values.size:
+                _tables.encode(enc, values, int(level), escapes)
         activity += np.abs(sym)
-    hi = max(hi, lo + 1)
-    if hi - lo > _MAX_SPAN:
-        # Out of the ANS coder's range (absurd steps): the plain per-row coder.
-        return _MAGIC + b"\x00" + encode_ints(coef.astype(np.int64).reshape(k, n))
-    model = constriction.stream.model.QuantizedLaplace(lo, hi)
-    coder = constriction.stream.stack.AnsCoder()
-    # The stack coder codes the whole sequence last symbol first: component by
-    # component from the last, each in reverse, is the same stream.
-    zeros = np.zeros(n)
-    for i in reversed(range(k)):
-        scales = _scales(base[i], flags[i] & 0x0F, classes[i])
-        coder.encode_reverse(symbols[i].astype(np.int32), model, zeros, scales)
-    words = coder.get_compressed().astype("<u4").tobytes()
-    side = struct.pack("<qq", lo, hi) + flags.tobytes() + base.astype("<f2").tobytes()
-    return _MAGIC + b"\x01" + side + words
+    esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
+    side += struct.pack("<I", len(esc)) + esc.astype("<i8").tobytes()
+    words = enc.get_compressed().astype("<u4")
+    side += struct.pack("<I", len(words))
+    return _MAGIC + b"\x02" + bytes(side) + words.tobytes()
 
 
 def decode(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
@@ -122,6 +131,8 @@ def decode(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
             raise BundleContentError("coefficient stream has a bad header")
         if data[2:3] == b"\x00":
             out = decode_ints(data[3:], shape=(k, n), dtype=np.int64)
+        elif data[2:3] == b"\x02":
+            out = _decode_tables(data[3:], k, rows, cols).reshape(k, n)
         elif data[2:3] == b"\x01":
             out = _decode_context(data[3:], k, rows, cols).reshape(k, n)
         else:
@@ -133,7 +144,92 @@ def decode(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
     return out.astype(np.int32)
 
 
+def _decode_tables(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
+    """Mode 2 (format version 3): the integer tables of :mod:`.laplace_tables`."""
+    import constriction
+
+    if len(data) < 3 * k + 4:
+        raise BundleContentError("coefficient stream is truncated or corrupt")
+    heads = np.frombuffer(data[: 3 * k], np.uint8).reshape(k, 3)
+    flags = heads[:, 0]
+    base = heads[:, 1].astype(np.int64) | (heads[:, 2].astype(np.int64) << 8)
+    pos = 3 * k
+    (n_esc,) = struct.unpack("<I", data[pos : pos + 4])
+    pos += 4
+    escapes = np.frombuffer(data[pos : pos + 8 * n_esc], "<i8").astype(np.int64)
+    pos += 8 * n_esc
+    (n_words,) = struct.unpack("<I", data[pos : pos + 4])
+    pos += 4
+    if (
+        len(escapes) != n_esc
+        or len(data) - pos != 4 * n_words
+        or np.any(flags & 0x0F >= len(_OFFSETS))
+        or np.any(flags >> 4 > 1)
+        or np.any(base > _tables.MAX_LEVEL)
+        or np.abs(escapes).max(initial=0) > _INT32_MAX
+    ):
+        raise BundleContentError("coefficient stream is truncated or corrupt")
+    out = np.empty((k, rows, cols), np.int64)
+    activity = np.zeros((rows, cols), np.int64)
+    used = 0
+    with stream_errors("coefficient stream"):
+        dec = constriction.stream.queue.RangeDecoder(
+            np.frombuffer(data[pos:], "<u4").astype(np.uint32)
+        )
+        for i in range(k):
+            cls = _classes(activity).ravel()
+            sym = np.empty(rows * cols, np.int64)
+            for c, level in enumerate(_class_levels(int(base[i]), int(flags[i] & 0x0F))):
+                where = cls == c
+                count = int(where.sum())
+                if count:
+                    try:
+                        sym[where], used = _tables.decode(dec, count, int(level), escapes, used)
+                    except IndexError:
+                        raise BundleContentError("coefficient stream has too few escapes") from None
+            if np.abs(sym).max(initial=0) > _INT32_MAX:
+                raise BundleContentError("coefficient stream decodes out of range")
+            sym = sym.reshape(rows, cols)
+            activity += np.abs(sym)
+            out[i] = _unmed(sym) if flags[i] >> 4 else sym
+        if not dec.maybe_exhausted() or used != len(escapes):
+            raise BundleContentError("coefficient stream is truncated or corrupt")
+    return out
+
+
+def _class_levels(base: int, curve: int) -> np.ndarray:
+    """The level of each activity class: ``base`` plus the curve's offsets, clipped."""
+    return np.clip(base + _OFFSETS[curve], 0, _tables.MAX_LEVEL)
+
+
+def _fit_levels(mags: np.ndarray, cls: np.ndarray) -> tuple[float, int, int]:
+    """Bits, curve and base level of the shortest code of integer magnitudes ``mags`` in
+    classes ``cls`` (a sample), from the tables' own costs."""
+    guess = _tables.level_of(float(mags.mean()) if mags.size else 0.0)
+    lo = max(0, guess - _FIT_SPREAD - int(_OFFSETS.max()))
+    hi = min(_tables.MAX_LEVEL, guess + _FIT_SPREAD - int(_OFFSETS.min()))
+    # bits[c, L - lo]: class c's magnitudes at level L.
+    bits = np.stack(
+        [
+            np.bincount(cls, weights=_tables.value_bits(mags, level), minlength=_CLASSES)
+            for level in range(lo, hi + 1)
+        ],
+        axis=1,
+    )
+    best = (np.inf, 0, 0)
+    for curve in range(len(_OFFSETS)):
+        for base in range(
+            max(0, guess - _FIT_SPREAD), min(_tables.MAX_LEVEL, guess + _FIT_SPREAD) + 1
+        ):
+            idx = np.clip(_class_levels(base, curve), lo, hi) - lo
+            total = float(bits[np.arange(_CLASSES), idx].sum())
+            if total < best[0]:
+                best = (total, curve, base)
+    return best
+
+
 def _decode_context(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
+    """Mode 1 (format versions 1 and 2, read only): constriction's quantised Laplace."""
     import constriction
 
     lo, hi = struct.unpack("<qq", data[:16])
@@ -196,21 +292,6 @@ def _classes(activity: np.ndarray) -> np.ndarray:
 def _scales(base: np.float16, curve: int, classes: np.ndarray) -> np.ndarray:
     mult = _CURVES[curve].astype(np.float16).astype(np.float64)
     return np.maximum(float(base) * mult[classes], _MIN_SCALE)
-
-
-def _fit(v: np.ndarray, cls: np.ndarray) -> tuple[float, int, np.float16]:
-    """Bits, curve and base scale of the shortest code of magnitudes ``v`` in classes
-    ``cls``."""
-    best = (np.inf, 0, np.float16(1.0))
-    for c in range(len(_CURVES)):
-        mult = _CURVES[c][cls]
-        s0 = max(float(np.mean(v / mult)), _MIN_SCALE)
-        for t in _SCALE_TRIES:
-            b16 = np.float16(min(max(s0 * t, _MIN_SCALE), _F16_MAX))
-            bits = float(laplace_bits(v, _scales(b16, c, cls)).sum())
-            if bits < best[0]:
-                best = (bits, c, b16)
-    return best
 
 
 def _neighbours(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,10 +3,13 @@
 Each array is coded by whichever of several coders gives the fewest bytes (with
 ``quick``, large arrays by the one that wins estimates on samples; see encode_ints):
 
-* ``laplace``: an ANS coder (constriction) with a quantised Laplace model per row, whose
-  location and scale travel as float16 side information.  Each row is coded either as
-  it is or as first differences (smooth singular vectors, such as the first one, are
-  far cheaper as differences).  This is the workhorse for transform coefficients.
+* ``laplace``: a range coder (constriction) with a discrete Laplace table per row, one
+  of :mod:`.laplace_tables`' integer tables, chosen by a level and centred on an
+  integer location (side information).  Each row is coded either as it is or as first
+  differences (smooth singular vectors, such as the first one, are far cheaper as
+  differences).  This is the workhorse for transform coefficients.  Streams of format
+  versions 1 and 2 used constriction's floating-point quantised Laplace instead
+  (``laplace-v1``, still read).
 * ``zlib`` and ``lzma``: for arrays with long repeats (alpha masks, flat index maps).
 * ``raw``: the bytes as they are (when nothing helps).
 
@@ -27,17 +30,24 @@ import numpy as np
 
 from .._threads import thread_map
 from ..errors import BundleContentError
+from . import laplace_tables as _tables
+from .laplace_tables import laplace_bits
 
 _MAGIC = b"E1"
 _DTYPES = ["uint8", "uint16", "uint32", "int8", "int16", "int32", "int64", "bool"]
-_RAW, _ZLIB, _LZMA, _LAPLACE = range(4)
-_NAMES = {_RAW: "raw", _ZLIB: "zlib", _LZMA: "lzma", _LAPLACE: "laplace"}
-# The ANS coder's model needs a bounded symbol range.
+_RAW, _ZLIB, _LZMA, _LAPLACE_V1, _LAPLACE = range(5)
+_NAMES = {
+    _RAW: "raw",
+    _ZLIB: "zlib",
+    _LZMA: "lzma",
+    _LAPLACE_V1: "laplace-v1",
+    _LAPLACE: "laplace",
+}
+# Versions 1 and 2 (read only): constriction's quantised Laplace, a bounded symbol range.
 _MAX_SPAN = 1 << 22
-_MIN_SCALE = 0.05
+# Version 3: values beyond this magnitude go to the other coders.
+_MAX_VALUE = 1 << 46
 _GENERAL_MAX_BYTES = 1 << 18
-# Model parameters travel as float16; keep them inside its finite range.
-_F16_MAX = 60000.0
 # The most memory an lzma stream may make its decoder take (preset 6 needs about 9 MiB).
 _LZMA_MEMLIMIT = 32 << 20
 
@@ -181,17 +191,16 @@ def _laplace_estimate(rows: np.ndarray) -> float | None:
         return None
     pick = np.unique(np.linspace(0, n_rows - 1, min(n_rows, _QUICK_ROWS)).astype(np.int64))
     sample = rows[pick].astype(np.int64)
-    use_diff, loc16, scale16 = _row_models(sample)
+    if np.abs(sample).max(initial=0) >= _MAX_VALUE:
+        return None
+    use_diff, loc, levels = _row_models(sample)
     symbols = sample.copy()
     symbols[use_diff, 1:] = np.diff(sample[use_diff], axis=1)
-    if int(symbols.max()) - int(symbols.min()) > _MAX_SPAN:
-        return None
-    a = np.abs(symbols[:, 1:] - loc16.astype(np.float64)[:, None])
-    bits = float(laplace_bits(a, scale16.astype(np.float64)[:, None]).sum())
-    # The first value of each row (wide model for differences): at most 32 bits.
-    bits += 32.0 * len(pick)
-    side = 20 + (n_rows + 7) // 8 + 4 * n_rows + 8 * int(use_diff.sum()) * n_rows / len(pick)
-    return bits / 8 * n_rows / len(pick) + side
+    a = np.abs(symbols[:, 1:] - loc[:, None])
+    bits = float(laplace_bits(a, _tables.level_scale(levels)[:, None]).sum())
+    # The side information: about 4 bytes a row, and the first values of differences.
+    bits += 32.0 * len(pick) + 32.0 * int(use_diff.sum())
+    return bits / 8 * n_rows / len(pick) + 8
 
 
 def _zlib_chunked(buf: memoryview, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> bytes:
@@ -275,8 +284,10 @@ def decode_ints(
             raw = d.decompress(body, nbytes + 1)
             if not d.eof:
                 raise BundleContentError("an integer payload is truncated")
+        elif method == _LAPLACE_V1:
+            return _laplace_v1_decode(body, got_shape, got_dtype)
         else:
-            return _laplace_decode(body, got_shape, got_dtype)
+            return _tables_decode(body, got_shape, got_dtype)
         if len(raw) != nbytes:
             raise BundleContentError("an integer payload does not hold as many values as it says")
         little = np.frombuffer(raw, dtype=got_dtype.newbyteorder("<"))
@@ -313,86 +324,149 @@ def _rows(arr: np.ndarray) -> np.ndarray:
 
 
 def _row_models(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: whether to code differences, and float16 location and scale."""
-    plain = rows.astype(np.float64)
-    diff = plain.copy()
-    diff[:, 1:] = np.diff(plain, axis=1)
-    loc_p = np.median(plain, axis=1)
-    loc_d = np.median(diff[:, 1:], axis=1) if rows.shape[1] > 1 else loc_p
-    cost_p = np.mean(np.abs(plain - loc_p[:, None]), axis=1)
-    cost_d = np.mean(np.abs(diff[:, 1:] - loc_d[:, None]), axis=1) if rows.shape[1] > 1 else cost_p
+    """Per row: whether to code differences, its integer location and its level."""
+    diff = np.diff(rows, axis=1)
+    loc_p = np.rint(np.median(rows, axis=1)).astype(np.int64)
+    loc_d = np.rint(np.median(diff, axis=1)).astype(np.int64) if diff.size else loc_p
+    cost_p = np.mean(np.abs(rows - loc_p[:, None]), axis=1)
+    cost_d = np.mean(np.abs(diff - loc_d[:, None]), axis=1) if diff.size else cost_p
     use_diff = cost_d < 0.9 * cost_p
-    loc = np.clip(np.where(use_diff, loc_d, loc_p), -_F16_MAX, _F16_MAX)
-    scale = np.clip(np.where(use_diff, cost_d, cost_p), _MIN_SCALE, _F16_MAX)
-    if rows.shape[1] > 1:
-        cols = slice(1, None, max(1, (rows.shape[1] - 1) // _FIT_COLUMNS))
-        values = np.where(use_diff[:, None], diff[:, cols], plain[:, cols])
-        scale = np.clip(_refine_scale(values, loc, scale), _MIN_SCALE, _F16_MAX)
-    return use_diff, loc.astype(np.float16), scale.astype(np.float16)
+    loc = np.where(use_diff, loc_d, loc_p)
+    scale = np.where(use_diff, cost_d, cost_p)
+    step = max(1, rows.shape[1] // _FIT_COLUMNS)
+    levels = np.zeros(len(rows), np.int64)
+    for i in range(len(rows)):
+        values = diff[i, ::step] if use_diff[i] else rows[i, ::step]
+        levels[i] = _tables.best_level(np.abs(values - loc[i]), float(scale[i]))
+    return use_diff, loc, levels
 
 
-# The mean absolute deviation is the Laplace scale of continuous data; for sparse
-# integer rows (mostly zeros) a smaller one codes shorter.  Candidates, as multiples.
-_SCALE_TRIES = (0.3, 0.45, 0.6, 0.8, 1.0, 1.25)
+# Values sampled per row when choosing its level.
 _FIT_COLUMNS = 2048
 
 
-def laplace_bits(magnitude: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Bits of each value at distance ``magnitude`` from the centre of a quantised Laplace
-    of ``scale``: ``P(x) = F(x + 1/2) - F(x - 1/2)`` (an encoder's estimate)."""
-    a, s = magnitude, scale
-    p = np.where(a < 0.5, -np.expm1(-0.5 / s), 0.5 * np.exp(-(a - 0.5) / s) * -np.expm1(-1.0 / s))
-    return -np.log2(np.maximum(p, 1e-300))
-
-
-def _refine_scale(values: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Per row, the candidate multiple of ``scale`` with the shortest quantised-Laplace code
-    for ``values`` (a sample of the row)."""
-    a = np.abs(values - loc[:, None])
-    best_bits = np.full(len(scale), np.inf)
-    best = scale.copy()
-    for mult in _SCALE_TRIES:
-        s = np.maximum(scale * mult, _MIN_SCALE)[:, None]
-        bits = laplace_bits(a, s).sum(axis=1)
-        better = bits < best_bits
-        best_bits[better] = bits[better]
-        best[better] = s[better, 0]
-    return best
-
-
 def _laplace_encode(arr: np.ndarray) -> bytes | None:
+    """The version-3 ``laplace`` body: per row an integer location and a level of
+    :mod:`.laplace_tables`, the row or its differences range coded (see the spec, 5.2)."""
     import constriction
 
     rows = _rows(arr).astype(np.int64)
-    use_diff, loc16, scale16 = _row_models(rows)
-    symbols = rows.copy()
-    symbols[use_diff, 1:] = np.diff(rows[use_diff], axis=1)
-    lo, hi = int(symbols.min()), int(symbols.max())
-    hi = max(hi, lo + 1)  # constriction needs a support of at least two symbols
-    if hi - lo > _MAX_SPAN:
+    if np.abs(rows).max(initial=0) >= _MAX_VALUE:
         return None
-    n = rows.shape[1]
-    loc = np.repeat(loc16.astype(np.float64), n)
-    scale = np.repeat(scale16.astype(np.float64), n)
-    # The first value of a differenced row is the value itself: give it a wide model.
-    first = np.flatnonzero(use_diff) * n
-    loc[first] = 0.0
-    scale[first] = max(float(np.abs(rows[use_diff, 0]).max(initial=0)), 1.0)
-    model = constriction.stream.model.QuantizedLaplace(lo, hi)
-    coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(symbols.ravel().astype(np.int32), model, loc, scale)
-    words = coder.get_compressed()
-    side = (
-        struct.pack("<qqI", lo, hi, rows.shape[0])
-        + np.packbits(use_diff).tobytes()
-        + loc16.astype("<f2").tobytes()
-        + scale16.astype("<f2").tobytes()
-        + scale[first].astype("<f8").tobytes()
-    )
-    return side + words.astype("<u4").tobytes()
+    use_diff, loc, levels = _row_models(rows)
+    side = bytearray(struct.pack("<I", rows.shape[0]))
+    enc = constriction.stream.queue.RangeEncoder()
+    escapes: list[np.ndarray] = []
+    for i, row in enumerate(rows):
+        _put_varint(side, int(levels[i]) * 2 + int(use_diff[i]))
+        _put_varint(side, _zigzag(int(loc[i])))
+        if use_diff[i]:
+            _put_varint(side, _zigzag(int(row[0])))
+            row = np.diff(row)
+        if row.size:
+            _tables.encode(enc, row - loc[i], int(levels[i]), escapes)
+    esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
+    side += struct.pack("<I", len(esc)) + esc.astype("<i8").tobytes()
+    words = enc.get_compressed().astype("<u4")
+    side += struct.pack("<I", len(words))
+    return bytes(side) + words.tobytes()
 
 
-def _laplace_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _tables_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    import constriction
+
+    count = int(np.prod(shape, dtype=np.int64))
+    n_rows = 1 if len(shape) < 2 else int(shape[0])
+    n = count // n_rows if n_rows else 0
+    (declared,) = struct.unpack("<I", body[:4])
+    if declared != n_rows:
+        raise BundleContentError("an entropy-coded payload has inconsistent side information")
+    pos = 4
+    params = []
+    for _ in range(n_rows):
+        head, pos = _get_varint(body, pos)
+        loc, pos = _get_varint(body, pos)
+        first = 0
+        if head & 1:
+            first, pos = _get_varint(body, pos)
+        level, loc, first = head >> 1, _unzigzag(loc), _unzigzag(first)
+        if level > _tables.MAX_LEVEL or abs(loc) >= _MAX_VALUE or abs(first) >= _MAX_VALUE:
+            raise BundleContentError("an entropy-coded payload has out-of-range models")
+        params.append((bool(head & 1), loc, first, level))
+    (n_esc,) = struct.unpack("<I", body[pos : pos + 4])
+    pos += 4
+    escapes = np.frombuffer(body[pos : pos + 8 * n_esc], "<i8").astype(np.int64)
+    pos += 8 * n_esc
+    (n_words,) = struct.unpack("<I", body[pos : pos + 4])
+    pos += 4
+    if len(escapes) != n_esc or len(body) - pos != 4 * n_words:
+        raise BundleContentError("an entropy-coded payload is truncated or corrupt")
+    if np.abs(escapes).max(initial=0) >= 4 * _MAX_VALUE:
+        raise BundleContentError("an entropy-coded payload has out-of-range escapes")
+    words = np.frombuffer(body[pos:], "<u4").astype(np.uint32)
+    out = np.empty((n_rows, n), np.int64)
+    used = 0
+    with stream_errors("an entropy-coded payload"):
+        dec = constriction.stream.queue.RangeDecoder(words)
+        for i, (diff, loc, first, level) in enumerate(params):
+            if diff:
+                out[i, 0] = first
+            coded = out[i, 1:] if diff else out[i]
+            if not coded.size:
+                continue
+            try:
+                vals, used = _tables.decode(dec, coded.size, level, escapes, used)
+            except IndexError:
+                raise BundleContentError("an entropy-coded payload has too few escapes") from None
+            vals += loc
+            if diff:
+                # |first| + n |d| stays far below 2**63: no wrap-around in the sum.
+                if n * float(np.abs(vals).max()) >= 2.0**62:
+                    raise BundleContentError("an entropy-coded payload sums out of range")
+                np.cumsum(vals, out=coded)
+                coded += first
+            else:
+                coded[...] = vals
+        if not dec.maybe_exhausted() or used != len(escapes):
+            raise BundleContentError("an entropy-coded payload is truncated or corrupt")
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    if info is not None and (out.min(initial=0) < info.min or out.max(initial=0) > info.max):
+        raise BundleContentError("an entropy-coded payload decodes out of its dtype's range")
+    return out.astype(dtype).reshape(shape)
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def _unzigzag(u: int) -> int:
+    return u >> 1 if not u & 1 else -((u + 1) >> 1)
+
+
+def _put_varint(out: bytearray, u: int) -> None:
+    """LEB128: seven bits a byte, lowest first, the high bit set on all but the last."""
+    while u >= 0x80:
+        out.append((u & 0x7F) | 0x80)
+        u >>= 7
+    out.append(u)
+
+
+def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    u = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise BundleContentError("an entropy-coded payload is truncated or corrupt")
+        byte = buf[pos]
+        pos += 1
+        u |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return u, pos
+
+
+def _laplace_v1_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The ``laplace`` body of versions 1 and 2: constriction's quantised Laplace with
+    float16 location and scale per row (read only)."""
     import constriction
 
     count = int(np.prod(shape, dtype=np.int64))

@@ -16,90 +16,35 @@ all channels at once.  This coder exploits that, without a hyperprior network:
   Values outside a table's range are escaped and stored verbatim as int32.
 
 Everything the decoder computes to pick a table is integer arithmetic, and the tables
-are built from integer fixed-point powers (``_table``), so a bitstream decodes to the
-same integers on every machine, like the factorized tables it replaces.
+are built from integer fixed-point powers (``format.laplace_tables``), so a bitstream
+decodes to the same integers on every machine, like the factorized tables it replaces.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from fractions import Fraction
 
 import numpy as np
 
 from ...errors import BundleContentError
-from ...format.block_context import _classes
+from ...format import laplace_tables as _tables
+from ...format.block_context import _OFFSETS, _classes
 from ...format.entropy import decode_ints, encode_ints, stream_errors
 
-# exp(-1 / (0.04 * 2**(j/3))) in units of 2**-24: the ratio of successive weights of
-# the discrete Laplace of grid scale j (written out: no platform's exp is involved).
-_RATIOS = (
-    0, 0, 2, 63, 824, 6381, 32388, 117584, 327184, 737139, 1404537, 2342913, 3516696,
-    4854299, 6269574, 7681169, 9024501, 10256023, 11352032, 12304715, 13117451, 13800561,
-    14367980, 14834901, 15216274, 15525937, 15776196, 15977694, 16139455, 16269009,
-    16372576, 16455246, 16521158, 16573661, 16615451, 16648695, 16675128, 16696138,
-    16712832, 16726094, 16736628, 16744993,
-)  # fmt: skip
-GRID = len(_RATIOS)
-# Grid steps (a third of an octave each) added to the base per activity class, for six
-# curves: round(3 * beta * log2(x)) at the classes' typical relative activity x.
-_OFFSETS = np.array(
-    [
-        [0, 0, 0, 0, 0, 0, 0, 0],
-        [-4, -3, -2, -1, 0, 0, 1, 2],
-        [-8, -5, -4, -2, -1, 1, 2, 4],
-        [-11, -8, -6, -3, -1, 1, 3, 6],
-        [-15, -10, -7, -5, -2, 1, 4, 8],
-        [-19, -13, -9, -6, -2, 2, 6, 10],
-    ]
-)
-_ONE = 1 << 40  # weight of the value 0 in every table
-_TAIL = _ONE >> 20  # a table covers the values whose weight is above this
-_MAX_RADIUS = 4096
+GRID = _tables.GRID
+_MAX_RADIUS = _tables.MAX_RADIUS
 _CLASSES = 8
 
 _lock = threading.Lock()
-_tables: dict[int, tuple[int, object]] = {}
 _costs: dict[int, np.ndarray] = {}
 # Table index of every (curve, base, class).
 _CHOICES = np.clip(np.arange(GRID)[None, :, None] + _OFFSETS[:, None, :], 0, GRID - 1)
 
 
-@functools.cache
-def _weights(j: int) -> tuple[int, np.ndarray]:
-    """Radius ``R`` and integer weights of ``-R..R`` then the escape, for grid index j."""
-    r = _RATIOS[j]
-    w = [_ONE]
-    while len(w) <= _MAX_RADIUS:
-        nxt = (w[-1] * r) >> 24
-        if nxt < _TAIL:
-            break
-        w.append(nxt)
-    radius = len(w) - 1
-    side = np.array(w[1:], dtype=np.float64)
-    # Escape: about the mass beyond the radius (exactly representable integers).
-    esc = max(float(((w[-1] * r) >> 24) * 64), 1.0)
-    return radius, np.concatenate([side[::-1], [float(_ONE)], side, [esc]])
-
-
-def _table(j: int):
-    """(radius, constriction ``Categorical``) of grid index ``j`` (cached)."""
-    with _lock:
-        t = _tables.get(j)
-        if t is None:
-            import constriction
-
-            radius, w = _weights(j)
-            # Every symbol keeps a nonzero probability (perfect=False is "leaky").
-            t = (radius, constriction.stream.model.Categorical(w, perfect=False))
-            _tables[j] = t
-        return t
-
-
 def _bit_costs(j: int, top: int) -> np.ndarray:
     """Approximate bits of a value of magnitude ``0..top`` under table ``j`` (encoder)."""
-    radius, w = _weights(j)
+    radius, w = _tables.weights(j)
     p = w / w.sum()
     mags = np.arange(top + 1)
     inside = mags <= radius
@@ -164,7 +109,7 @@ def encode(symbols: np.ndarray, order: np.ndarray) -> dict[str, bytes]:
             sel = v[cls == k]
             if not sel.size:
                 continue
-            radius, table = _table(int(j))
+            radius, table = _tables.table(int(j))
             esc = np.abs(sel) > radius
             if esc.any():
                 escapes.append(sel[esc].astype("<i4"))
@@ -213,7 +158,7 @@ def decode(
                 count = int(where.sum())
                 if not count:
                     continue
-                radius, table = _table(int(j))
+                radius, table = _tables.table(int(j))
                 idx = np.asarray(dec.decode(table, count), dtype=np.int64)
                 vals = idx - radius
                 esc = idx == 2 * radius + 1
