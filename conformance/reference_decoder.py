@@ -1,9 +1,10 @@
-"""A decoder of `.svdz` bundles (format versions 1 and 2) written from docs/bundle-format.md.
+"""A decoder of `.svdz` bundles (format versions 1 to 3) written from docs/bundle-format.md.
 
 It is deliberately independent of the ``napari_svd_compress`` package: one file, using
 only the standard library (``zipfile``, ``json``, ``struct``, ``zlib``, ``lzma``), NumPy,
-and ``constriction`` for the ANS decoder and its quantised Laplace model.  Section numbers
-in the comments (``§4.2``) refer to the specification.
+and ``constriction``'s entropy decoders and models (``AnsCoder`` with ``QuantizedLaplace``
+for versions 1 and 2; ``RangeDecoder`` with ``Categorical`` and ``Uniform`` for version
+3).  Section numbers in the comments (``§4.2``) refer to the specification.
 
 Usage::
 
@@ -62,7 +63,7 @@ def read_bundle(data: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
     manifest = json.loads(zf.read("manifest.json").decode("utf-8"))
     if not isinstance(manifest, dict) or manifest.get("format") != "svdz":
         raise Refused("not an svdz manifest")
-    if manifest.get("version") not in (1, 2):
+    if manifest.get("version") not in (1, 2, 3) or isinstance(manifest.get("version"), bool):
         raise Refused(f"unsupported version {manifest.get('version')!r}")
     payloads = {}
     for name, size in manifest["payloads"].items():
@@ -101,6 +102,8 @@ def decode_ints(data: bytes, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         raw = lzma.decompress(body, format=lzma.FORMAT_XZ)
     elif method == 3:
         return _laplace(body, shape).astype(dt)
+    elif method == 4:
+        return _laplace_tables(body, shape).astype(dt)
     else:
         raise Refused("unknown integer coder")
     if len(raw) != count * dt.itemsize:
@@ -146,6 +149,127 @@ def _laplace(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
         raise Refused("laplace stream not used up")
     symbols[diff] = np.cumsum(symbols[diff], axis=1)
     return symbols.reshape(shape)
+
+
+# --- §5.3 integer Laplace tables (version 3) ---------------------------------------------
+
+RATIOS = (
+    0, 0, 2, 63, 824, 6381, 32388, 117584, 327184, 737139, 1404537, 2342913, 3516696,
+    4854299, 6269574, 7681169, 9024501, 10256023, 11352032, 12304715, 13117451, 13800561,
+    14367980, 14834901, 15216274, 15525937, 15776196, 15977694, 16139455, 16269009,
+    16372576, 16455246, 16521158, 16573661, 16615451, 16648695, 16675128, 16696138,
+    16712832, 16726094, 16736628, 16744993,
+)  # fmt: skip
+MAX_LEVEL = 153
+_TABLES: dict[int, tuple[int, Any]] = {}
+
+
+def laplace_table(j: int) -> tuple[int, Any]:
+    """§5.3: the radius and the ``Categorical`` model of grid index ``j``."""
+    if j not in _TABLES:
+        import constriction
+
+        w = [1 << 40]
+        while len(w) <= 4096 and (w[-1] * RATIOS[j]) >> 24 >= 1 << 20:
+            w.append((w[-1] * RATIOS[j]) >> 24)
+        esc = max(((w[-1] * RATIOS[j]) >> 24) * 64, 1)
+        weights = np.array(w[:0:-1] + w + [esc], np.float64)
+        model = constriction.stream.model.Categorical(weights, perfect=False)
+        _TABLES[j] = (len(w) - 1, model)
+    return _TABLES[j]
+
+
+def decode_level(dec, count: int, level: int, escapes: list[int]) -> np.ndarray:
+    """§5.3: ``count`` values at ``level``; escaped ones are popped from ``escapes``."""
+    import constriction
+
+    m = max(0, -(-(level - 33) // 3))
+    radius, model = laplace_table(level - 3 * m)
+    idx = np.asarray(dec.decode(model, count), np.int64)
+    esc = idx == 2 * radius + 1
+    values = idx - radius
+    if m:
+        low = np.zeros(int((~esc).sum()), np.int64)
+        for shift in range(0, m, 16):
+            bits = min(16, m - shift)
+            if low.size:
+                uniform = constriction.stream.model.Uniform(1 << bits)
+                low |= np.asarray(dec.decode(uniform, low.size), np.int64) << shift
+        values[~esc] = (values[~esc] << m) + low
+    for i in np.flatnonzero(esc):
+        if not escapes:
+            raise Refused("more escapes in the stream than stored")
+        values[i] = escapes.pop(0)
+    return values
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """§5.2: an unsigned LEB128 number."""
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise Refused("truncated varint")
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        shift, pos = shift + 7, pos + 1
+        if byte < 0x80:
+            return value, pos
+
+
+def _signed(z: int) -> int:
+    return (z >> 1) if z % 2 == 0 else -((z + 1) >> 1)
+
+
+def _escapes_and_words(body: bytes, pos: int, bound: int):
+    """§5.2: the escape list and a ``RangeDecoder`` over the words, which end the body."""
+    import constriction
+
+    (n_esc,) = struct.unpack("<I", body[pos : pos + 4])
+    escapes = np.frombuffer(body[pos + 4 : pos + 4 + 8 * n_esc], "<i8").tolist()
+    pos += 4 + 8 * n_esc
+    (n_words,) = struct.unpack("<I", body[pos : pos + 4])
+    pos += 4
+    if len(escapes) != n_esc or len(body) - pos != 4 * n_words:
+        raise Refused("escapes or words of the wrong length")
+    if any(abs(e) > bound for e in escapes):
+        raise Refused("escape out of range")
+    words = np.frombuffer(body[pos:], "<u4").astype(np.uint32)
+    return escapes, constriction.stream.queue.RangeDecoder(words)
+
+
+def _laplace_tables(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """§5.2: the version-3 ``laplace`` body."""
+    count = math.prod(shape)
+    rows = 1 if len(shape) < 2 else shape[0]
+    n = count // rows
+    if struct.unpack("<I", body[:4])[0] != rows:
+        raise Refused("bad row count")
+    pos, params = 4, []
+    for _ in range(rows):
+        head, pos = _varint(body, pos)
+        mu, pos = _varint(body, pos)
+        first = 0
+        if head & 1:
+            first, pos = _varint(body, pos)
+        params.append((head & 1, _signed(mu), _signed(first), head >> 1))
+        if head >> 1 > MAX_LEVEL or abs(_signed(mu)) >= 1 << 46 or abs(_signed(first)) >= 1 << 46:
+            raise Refused("row model out of range")
+    escapes, dec = _escapes_and_words(body, pos, (1 << 48) - 1)
+    out = np.zeros((rows, n), np.int64)
+    for r, (diff, mu, first, level) in enumerate(params):
+        coded = n - 1 if diff else n
+        values = decode_level(dec, coded, level, escapes) + mu if coded > 0 else None
+        if diff:
+            out[r, 0] = first
+            if coded > 0:
+                if n * int(np.abs(values).max()) >= 1 << 62:
+                    raise Refused("running sum out of range")
+                out[r, 1:] = first + np.cumsum(values)
+        elif coded > 0:
+            out[r] = values
+    if escapes or not dec.maybe_exhausted():
+        raise Refused("laplace stream not used up exactly")
+    return out.reshape(shape)
 
 
 # --- §5 colour --------------------------------------------------------------------------
@@ -289,6 +413,10 @@ def block_coefficients(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
         raise Refused("bad coefficient stream")
     if data[2] == 0:
         return decode_ints(data[3:], (k, rows * cols), "int64")
+    if data[2] == 2:
+        return _coefficients_v3(data[3:], k, rows, cols)
+    if data[2] != 1:
+        raise Refused("unknown coefficient stream mode")
     lo, hi = struct.unpack("<qq", data[3:19])
     flags = np.frombuffer(data[19 : 19 + k], np.uint8)
     base = np.frombuffer(data[19 + k : 19 + 3 * k], "<f2")
@@ -310,6 +438,48 @@ def block_coefficients(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
         out[i] = unmed(sym) if flags[i] >> 4 else sym
     if not coder.is_empty():
         raise Refused("coefficient stream not used up")
+    return out.reshape(k, rows * cols)
+
+
+OFFSETS = np.array(
+    [
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [-4, -3, -2, -1, 0, 0, 1, 2],
+        [-8, -5, -4, -2, -1, 1, 2, 4],
+        [-11, -8, -6, -3, -1, 1, 3, 6],
+        [-15, -10, -7, -5, -2, 1, 4, 8],
+        [-19, -13, -9, -6, -2, 2, 6, 10],
+    ]
+)
+
+
+def _coefficients_v3(body: bytes, k: int, rows: int, cols: int) -> np.ndarray:
+    """§8.3 mode 2: levels per activity class, values by §5.3."""
+    head = np.frombuffer(body[: 3 * k], np.uint8).reshape(k, 3)
+    if len(head) != k:
+        raise Refused("coefficient stream is malformed")
+    flags = head[:, 0]
+    base = head[:, 1].astype(np.int64) + 256 * head[:, 2].astype(np.int64)
+    if np.any(flags & 15 > 5) or np.any(flags >> 4 > 1) or np.any(base > MAX_LEVEL):
+        raise Refused("coefficient stream is malformed")
+    escapes, dec = _escapes_and_words(body, 3 * k, (1 << 31) - 1)
+    act = np.zeros((rows, cols), np.int64)
+    out = np.empty((k, rows, cols), np.int64)
+    for i in range(k):
+        cls = activity_classes(act).ravel()
+        sym = np.zeros(rows * cols, np.int64)
+        levels = np.clip(base[i] + OFFSETS[flags[i] & 15], 0, MAX_LEVEL)
+        for c in range(8):
+            where = np.flatnonzero(cls == c)
+            if where.size:
+                sym[where] = decode_level(dec, where.size, int(levels[c]), escapes)
+        if np.abs(sym).max() > (1 << 31) - 1:
+            raise Refused("coefficient out of range")
+        sym = sym.reshape(rows, cols)
+        act += np.abs(sym)
+        out[i] = unmed(sym) if flags[i] >> 4 else sym
+    if escapes or not dec.maybe_exhausted():
+        raise Refused("coefficient stream not used up exactly")
     return out.reshape(k, rows * cols)
 
 
