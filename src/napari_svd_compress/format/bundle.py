@@ -35,10 +35,12 @@ from . import native
 
 FORMAT = "svdz"
 #: The version written.  2: svd channels sum their components exactly (an integer
-#: ``shift`` per channel); every other payload is as in version 1.
-VERSION = 2
+#: ``shift`` per channel); every other payload is as in version 1.  3: the learned
+#: codec's latent stream is specified (docs/bundle-format.md, section 10.1); its bytes
+#: are those of version 2.
+VERSION = 3
 #: The versions read (version 1 svd channels decode by their own arithmetic).
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 
 #: Reader limits.  A bundle beyond them is refused before anything is allocated.
