@@ -205,6 +205,50 @@ def test_damaged_learned_stream_is_refused_by_both(where, crc):
         ref.decode_latents(data)
 
 
+def _spec_frequencies(weights: list[int]) -> list[int]:
+    """Cumulative 24-bit frequencies of a table's integer weights, by the formula of the
+    spec (section 10.2)."""
+    n, total = len(weights), float(sum(weights))
+    sigma = float(2**24 - n) / total
+    cum, out = 0.0, []
+    for s, w in enumerate(weights):
+        out.append(int(cum * sigma) + s)
+        cum += float(w)
+    return [*out, 2**24]
+
+
+def test_latent_tables_are_the_specified_quantisation():
+    """constriction's Categorical quantises each table's weights as the spec writes it.
+
+    Probed through the range decoder: the first symbol decoded from the words of the
+    64-bit point ``q (2^40 - 1)`` is the one whose cumulative frequencies bracket ``q``
+    (a fresh decoder's range is ``2^64 - 1``, so the quantile is ``point // (2^40 - 1)``).
+    """
+    import constriction
+
+    ref = _reference()
+
+    def first(table, q: int) -> int:
+        point = q * (2**40 - 1)
+        words = np.array([point >> 32, point & 0xFFFFFFFF, 0, 0], np.uint32)
+        return int(constriction.stream.queue.RangeDecoder(words).decode(table))
+
+    for j, r in enumerate(ref.RATIOS):
+        w = [1 << 40]
+        while len(w) <= 4096 and (w[-1] * r) >> 24 >= 1 << 20:
+            w.append((w[-1] * r) >> 24)
+        weights = w[:0:-1] + w + [max(((w[-1] * r) >> 24) * 64, 1)]
+        assert sum(weights) < 2**53  # the float64 sums are exact
+        cdf = _spec_frequencies(weights)
+        radius, table = ref.latent_table(j)
+        assert len(weights) == 2 * radius + 2
+        n = len(weights)
+        probe = sorted({*range(min(n, 12)), *range(radius - 6, radius + 7), *range(n - 6, n)})
+        for s in (s for s in probe if 0 <= s < n):
+            assert first(table, cdf[s]) == s
+            assert s == 0 or first(table, cdf[s] - 1) == s - 1
+
+
 def test_reference_decoder_cli_prints_latent_digests(capsys):
     """The command line prints the latents' digest of a learned bundle."""
     name = LEARNED[0]
