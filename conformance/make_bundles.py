@@ -8,7 +8,9 @@ Bundles are written to ``conformance/bundles/`` as ``v{VERSION}-*.svdz``; files 
 versions are never touched (they must keep decoding), and a bundle that already exists is
 kept as it is unless ``--force`` is given, so its digest stays what it was.  The expected
 result of each file (the SHA-256 of the decoded array's C-order bytes, its shape and
-dtype, or the error class a reader must raise) goes to ``conformance/expected.json``.
+dtype, or the error class a reader must raise) goes to ``conformance/expected.json``;
+for ``learned`` bundles also the digest of the integer latents, which the specification
+makes exact (the pixels, a neural network's output, are not).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from napari_svd_compress import compress, decompress
+from napari_svd_compress.codecs.learned.codec import decode_latents
 from napari_svd_compress.errors import BundleError
-from napari_svd_compress.format.bundle import VERSION
+from napari_svd_compress.format.bundle import VERSION, open_bundle
 
 HERE = Path(__file__).resolve().parent
 BUNDLES = HERE / "bundles"
@@ -115,6 +119,28 @@ CASES: dict[str, tuple[Callable[[], np.ndarray], str, dict[str, Any]]] = {
         {"colors": 4},
     ),
 }
+# The learned codec (format version 3 on): two levels, grey, a size that is not a multiple
+# of the stride, more than one plane.
+if VERSION >= 3:
+    CASES.update(
+        {
+            "learned-rgb-uint8-q1": (lambda: _rgb(48, 64, "uint8", 40), "learned", {"quality": 1}),
+            "learned-rgb-uint8-q5": (lambda: _rgb(48, 64, "uint8", 40), "learned", {"quality": 5}),
+            "learned-gray-uint8": (lambda: _gray(48, 64, "uint8", 41), "learned", {"quality": 3}),
+            "learned-rgb-uint16-odd": (
+                lambda: _rgb(40, 56, "uint16", 42),
+                "learned",
+                {"quality": 3},
+            ),
+            "learned-stack-gray-uint8": (
+                lambda: _stack(2, lambda i: _gray(32, 32, "uint8", 43 + i)),
+                "learned",
+                {"quality": 2},
+            ),
+            # Rewritten by _with_escapes (EDITS).
+            "learned-rgb-uint8-escapes": (lambda: _rgb(96, 128, "uint8", 44), "learned", {}),
+        }
+    )
 
 
 def digest(array: np.ndarray) -> dict[str, Any]:
@@ -138,6 +164,19 @@ def exact_by_construction(manifest: dict[str, Any]) -> bool:
         "patch" not in plane and all("shift" in ch for ch in plane.get("channels", []))
         for plane in manifest.get("planes", [])
     )
+
+
+def latents(path: Path) -> np.ndarray:
+    """The integer latents of a learned bundle as the library decodes them:
+    ``(*stack axes, M, h, w)`` int32, the layout of expected.json's ``latents``."""
+    bundle = open_bundle(path)
+    n = len(bundle.manifest["planes"])
+    planes = [
+        decode_latents(meta, bundle.payloads_with_prefix(f"p{i}/" if n > 1 else ""))
+        for i, meta in enumerate(bundle.manifest["planes"])
+    ]
+    stack = bundle.spec.shape[: -3 if bundle.spec.rgb else -2]
+    return np.stack(planes).reshape(*stack, *planes[0].shape)
 
 
 def _manifest(data: bytes) -> dict[str, Any]:
@@ -196,6 +235,40 @@ def _refused(base: bytes) -> dict[str, bytes]:
     }
 
 
+def _with_escapes(data: bytes) -> bytes:
+    """``data`` (a one-plane learned bundle) with a few latents far beyond every table,
+    coded again: real pictures seldom escape, and the escape path must be covered."""
+    from napari_svd_compress.codecs.learned.codec import encode_latents
+    from napari_svd_compress.codecs.learned.model import load_model
+
+    def edit(m: dict[str, Any], p: dict[str, bytes]) -> None:
+        meta = m["planes"][0]
+        symbols = decode_latents(meta, p)
+        symbols[0, 1, 2], symbols[5, 0, 0], symbols[77, 4, 7] = 70000, -90000, 5000
+        p.update(encode_latents(load_model(None), meta["quality"], symbols))
+        meta["crc32"] = zlib.crc32(p["latents"])
+        meta["escapes"] = len(p["escapes"]) // 4
+        m["payloads"].update({k: len(v) for k, v in p.items()})
+
+    return _rezip(data, edit)
+
+
+#: Cases whose bundle is changed after encoding.
+EDITS: dict[str, Callable[[bytes], bytes]] = {"learned-rgb-uint8-escapes": _with_escapes}
+
+
+def _refused_learned(base: bytes) -> dict[str, bytes]:
+    """A learned bundle whose latent stream lost its last word, its CRC-32 made to match:
+    only decoding the stream can tell (the coder is not used up exactly)."""
+
+    def truncate(m: dict[str, Any], p: dict[str, bytes]) -> None:
+        p["latents"] = p["latents"][:-4]
+        m["payloads"]["latents"] -= 4
+        m["planes"][0]["crc32"] = zlib.crc32(p["latents"])
+
+    return {"refuse-learned-stream": _rezip(base, truncate)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rewrite existing bundles")
@@ -209,9 +282,13 @@ def main(argv: list[str] | None = None) -> None:
         if path.exists() and not args.force:
             files[path.name] = path.read_bytes()
             continue
-        files[path.name] = compress(make(), method, **params).bundle
+        blob = compress(make(), method, **params).bundle
+        files[path.name] = EDITS[name](blob) if name in EDITS else blob
     base = files[f"{prefix}svd-gray-uint8-rank.svdz"]
-    for name, blob in _refused(base).items():
+    refused = _refused(base)
+    if VERSION >= 3:
+        refused.update(_refused_learned(files[f"{prefix}learned-rgb-uint8-q1.svdz"]))
+    for name, blob in refused.items():
         path = BUNDLES / f"{prefix}{name}.svdz"
         files[path.name] = path.read_bytes() if path.exists() and not args.force else blob
     for fname, blob in files.items():
@@ -229,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             got = digest(array)
             got["exact"] = exact_by_construction(_manifest(path.read_bytes()))
+            if _manifest(path.read_bytes())["codec"] == "learned":
+                # The latents are exact by construction (section 10.1), the pixels not.
+                got["latents"] = {**digest(latents(path)), "exact": True}
             # Decodings that BLAS may round differently elsewhere are kept whole, so that a
             # test there can tell a last-bit difference from a wrong decoding.
             npy = ARRAYS / (path.stem + ".npy")

@@ -8,11 +8,14 @@ for versions 1 and 2; ``RangeDecoder`` with ``Categorical`` and ``Uniform`` for 
 
 Usage::
 
-    python conformance/reference_decoder.py BUNDLE...   # prints shape, dtype, SHA-256
+    python conformance/reference_decoder.py [--model FILE] BUNDLE...
+    # prints shape, dtype, SHA-256 of the image (of the integer latents for learned)
 
 Codecs: ``svd`` (whole image and ``patch``), ``pca`` (``blocks`` with the deblocking
-filter, ``rows``) and ``kmeans``.  ``learned`` bundles and the baselines' native files
-are refused with :class:`Unsupported`.
+filter, ``rows``) and ``kmeans``.  Of ``learned`` bundles it decodes the integer latents
+(:func:`decode_latents`, §10.1), reading the channel order from the model file (§10.2;
+the built-in model by default); their pixels, a neural network's float output, and the
+baselines' native files are refused with :class:`Unsupported`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import struct
 import sys
 import zipfile
 import zlib
+from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -582,6 +587,198 @@ def kmeans_plane(meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: in
     return (palette.astype(np.float32) / np.float32(65535))[index]
 
 
+# --- §10 learned: the integer latents ----------------------------------------------------
+
+#: The built-in model (§10.2), found by path: this decoder imports nothing of the library.
+BUILTIN_MODEL = (
+    Path(__file__).resolve().parents[1]
+    / "src/napari_svd_compress/codecs/learned/weights/builtin.svdm"
+)
+MODEL_MEMBERS = (
+    "analysis.onnx",
+    "synthesis.onnx",
+    "gain.npy",
+    "inv_gain.npy",
+    "pmf.npy",
+    "lo.npy",
+    "size.npy",
+)
+
+# §10.1: ratio of successive weights of table j, in units of 2^-24.
+RATIOS = (
+    0, 0, 2, 63, 824, 6381, 32388, 117584, 327184, 737139, 1404537, 2342913, 3516696,
+    4854299, 6269574, 7681169, 9024501, 10256023, 11352032, 12304715, 13117451, 13800561,
+    14367980, 14834901, 15216274, 15525937, 15776196, 15977694, 16139455, 16269009,
+    16372576, 16455246, 16521158, 16573661, 16615451, 16648695, 16675128, 16696138,
+    16712832, 16726094, 16736628, 16744993,
+)  # fmt: skip
+# §10.1: grid steps added to a channel's base per activity class, one row per curve.
+OFFSETS = (
+    (0, 0, 0, 0, 0, 0, 0, 0),
+    (-4, -3, -2, -1, 0, 0, 1, 2),
+    (-8, -5, -4, -2, -1, 1, 2, 4),
+    (-11, -8, -6, -3, -1, 1, 3, 6),
+    (-15, -10, -7, -5, -2, 1, 4, 8),
+    (-19, -13, -9, -6, -2, 2, 6, 10),
+)
+_TABLES: dict[int, tuple[int, Any]] = {}
+_MODELS: dict[str, dict[str, Any]] = {}
+
+
+def read_model(path: str | Path) -> dict[str, Any]:
+    """A ``.svdm`` model file's identity and entropy tables (§10.2), digest checked."""
+    key = str(Path(path).resolve())
+    if key in _MODELS:
+        return _MODELS[key]
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json").decode("utf-8"))
+        members = {n: zf.read(n) for n in MODEL_MEMBERS}
+    if manifest.get("format") != "napari-svd-compress/learned-model":
+        raise Refused(f"{path}: not a learned-codec model")
+    if manifest.get("format_version") != 1 or manifest.get("stride") != 16:
+        raise Unsupported(f"{path}: model format version or stride not supported")
+    h = hashlib.sha256()
+    for name in sorted(members):
+        data = members[name]
+        h.update(name.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    if h.hexdigest() != manifest["sha256"]:
+        raise Refused(f"{path}: the members do not match the model's sha256")
+    arrays = {
+        k: np.load(io.BytesIO(members[f"{k}.npy"]), allow_pickle=False)
+        for k in ("pmf", "lo", "size")
+    }
+    if any(a.dtype != np.int32 for a in arrays.values()):
+        raise Refused(f"{path}: entropy tables must be int32")
+    model = {k: manifest[k] for k in ("name", "version", "sha256", "levels")}
+    model.update(arrays)
+    _MODELS[key] = model
+    return model
+
+
+def channel_order(model: dict[str, Any], level: int) -> list[int]:
+    """§10.2: channels by decreasing mean magnitude under the level's tables (exact
+    rationals), ties by index."""
+    pmf, lo, size = model["pmf"][level - 1], model["lo"][level - 1], model["size"][level - 1]
+    keys = []
+    for c in range(len(size)):
+        n, first = int(size[c]), int(lo[c])
+        freq = [int(f) for f in pmf[c, :n]]
+        total = sum(f * abs(first + k) for k, f in enumerate(freq))
+        keys.append((-Fraction(total, max(sum(freq), 1)), c))
+    return [c for _, c in sorted(keys)]
+
+
+def latent_table(j: int) -> tuple[int, Any]:
+    """§10.1: radius ``R`` and the categorical model of grid index ``j`` over the
+    ``2R + 2`` symbols ``-R .. R`` and the escape."""
+    if j not in _TABLES:
+        import constriction
+
+        r, w = RATIOS[j], [1 << 40]
+        while len(w) <= 4096 and (w[-1] * r) >> 24 >= 1 << 20:
+            w.append((w[-1] * r) >> 24)
+        escape = max(((w[-1] * r) >> 24) * 64, 1)
+        weights = np.array(w[:0:-1] + w + [escape], np.float64)  # integers below 2^53
+        # constriction's "fast" quantisation of the weights to 24-bit frequencies: the
+        # formula of §10.1, two correctly rounded float64 operations per symbol.
+        _TABLES[j] = (len(w) - 1, constriction.stream.model.Categorical(weights, perfect=False))
+    return _TABLES[j]
+
+
+def learned_latents(
+    meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: int, models: list[Any]
+) -> np.ndarray:
+    """§10.1: the integer latents ``(M, ceil(h/16), ceil(w/16))`` of a learned plane."""
+    import constriction
+
+    if meta.get("codec_version") != 2:
+        raise Unsupported(f"learned codec_version {meta.get('codec_version')!r}")
+    ident = meta["model"]
+    found = [read_model(p) for p in models]
+    model = next(
+        (m for m in found if all(m[k] == ident[k] for k in ("name", "version", "sha256"))),
+        None,
+    )
+    if model is None:
+        raise Unsupported(f"learned: model {ident['name']!r} ({ident['sha256'][:12]}) absent")
+    level, (m, lh, lw) = meta["quality"], meta["latent_shape"]
+    if level not in model["levels"] or m != model["pmf"].shape[1] or meta["stride"] != 16:
+        raise Refused("learned: quality, channels or stride do not match the model")
+    if (lh, lw) != (-(-h // 16), -(-w // 16)):
+        raise Refused("learned: latent shape does not match the plane")
+    bits, esc = payloads["latents"], payloads.get("escapes", b"")
+    if len(bits) % 4 or len(bits) > m * lh * lw * 8 + 64 or zlib.crc32(bits) != meta["crc32"]:
+        raise Refused("learned: latent stream of a bad size or CRC-32")
+    if len(esc) % 4 or len(esc) // 4 != meta["escapes"] or len(esc) // 4 > m * lh * lw:
+        raise Refused("learned: escape payload does not match the metadata")
+    side = decode_ints(payloads["models"], (3, m), "int32").astype(np.int64)
+    curves, bases, medians = side
+    if np.any((curves < 0) | (curves > 5)) or np.any((bases < 0) | (bases >= len(RATIOS))):
+        raise Refused("learned: curve or base out of range")
+    escapes = np.frombuffer(esc, "<i4").astype(np.int64)
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(bits, "<u4").astype(np.uint32))
+    out = np.empty((m, lh, lw), np.int64)
+    act = np.zeros((lh, lw), np.int64)
+    used = 0
+    try:
+        for c in channel_order(model, level):
+            cls = activity_classes(act)
+            v = np.empty((lh, lw), np.int64)
+            # Class by class, each class's latents in raster order.
+            for k in range(8):
+                where = cls == k
+                count = int(where.sum())
+                if not count:
+                    continue
+                j = min(max(int(bases[c]) + OFFSETS[curves[c]][k], 0), len(RATIOS) - 1)
+                radius, table = latent_table(j)
+                idx = np.asarray(decoder.decode(table, count), np.int64)
+                vals = idx - radius
+                hit = np.flatnonzero(idx == 2 * radius + 1)
+                if used + len(hit) > len(escapes):
+                    raise Refused("learned: more escapes than stored")
+                vals[hit] = escapes[used : used + len(hit)]
+                used += len(hit)
+                v[where] = vals
+            out[c] = v + medians[c]
+            act += np.abs(v)
+    except Refused:
+        raise
+    except BaseException as exc:  # constriction reports bad streams as Rust panics too
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise Refused(f"learned: latent stream is corrupt ({exc})") from None
+    if not decoder.maybe_exhausted() or used != len(escapes):
+        raise Refused("learned: latent stream or escapes not used up exactly")
+    if np.abs(out).max(initial=0) > 2**31 - 1:
+        raise Refused("learned: latents beyond int32")
+    return out.astype(np.int32)
+
+
+def decode_latents(data: bytes, models: list[Any] | None = None) -> np.ndarray:
+    """The integer latents of a learned bundle: int32 ``(*stack axes, M, h, w)``.
+
+    ``models``: model files that may hold the bundle's model (the built-in one when
+    omitted); a bundle's model is the one whose name, version and sha256 it names.
+    """
+    manifest, payloads = read_bundle(data)
+    if manifest["codec"] != "learned":
+        raise Unsupported("not a learned bundle")
+    shape, rgb = tuple(manifest["shape"]), manifest["rgb"]
+    stack = shape[:-3] if rgb else shape[:-2]
+    h, w = (shape[-3], shape[-2]) if rgb else (shape[-2], shape[-1])
+    n = math.prod(stack)
+    if len(manifest["planes"]) != n:
+        raise Refused("wrong number of plane entries")
+    planes = []
+    for i in range(n):
+        prefix = f"p{i}/" if n > 1 else ""
+        mine = {k[len(prefix) :]: v for k, v in payloads.items() if k.startswith(prefix)}
+        meta = manifest["planes"][i]
+        planes.append(learned_latents(meta, mine, h, w, models or [BUILTIN_MODEL]))
+    return np.stack(planes).reshape(*stack, *planes[0].shape)
+
+
 # --- §4 the image -----------------------------------------------------------------------
 
 PLANE_DECODERS = {"svd": svd_plane, "pca": pca_plane, "kmeans": kmeans_plane}
@@ -603,6 +800,8 @@ def decode(data: bytes) -> np.ndarray:
     """Decode a bundle to the array it records."""
     manifest, payloads = read_bundle(data)
     codec = manifest["codec"]
+    if codec == "learned":
+        raise Unsupported("learned pixels are a neural network's output: see decode_latents")
     if codec not in PLANE_DECODERS:
         raise Unsupported(f"codec {codec!r}")
     shape, dtype = tuple(manifest["shape"]), np.dtype(manifest["dtype"])
@@ -630,19 +829,27 @@ def decode(data: bytes) -> np.ndarray:
     return out.reshape(shape)
 
 
-def main(paths: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    models = [BUILTIN_MODEL]
+    while argv[:1] == ["--model"]:
+        models.append(Path(argv[1]))
+        argv = argv[2:]
     status = 0
-    for path in paths:
+    for path in argv:
         with open(path, "rb") as fh:
             data = fh.read()
+        what = ""
         try:
-            a = np.ascontiguousarray(decode(data))
+            if read_bundle(data)[0]["codec"] == "learned":
+                a, what = decode_latents(data, models), "latents "
+            else:
+                a = np.ascontiguousarray(decode(data))
         except Refused as exc:
             print(f"{path}: refused ({type(exc).__name__}: {exc})")
             status = 1
             continue
         digest = hashlib.sha256(a.tobytes()).hexdigest()
-        print(f"{path}: {list(a.shape)} {a.dtype.name} {digest}")
+        print(f"{path}: {what}{list(a.shape)} {a.dtype.name} {digest}")
     return status
 
 

@@ -1,6 +1,6 @@
 """The conformance bundles (conformance/): the library and the reference decoder both
-decode them to the recorded digests, refuse the bad ones, and do so whatever the number
-of BLAS/OpenMP threads."""
+decode them to the recorded digests (of the integer latents, for learned bundles), refuse
+the bad ones, and do so whatever the number of BLAS/OpenMP threads."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ FOLDER = ROOT / "conformance"
 EXPECTED = json.loads((FOLDER / "expected.json").read_text())
 VALID = sorted(f for f, v in EXPECTED.items() if "sha256" in v)
 REFUSED = sorted(f for f, v in EXPECTED.items() if "error" in v)
+LEARNED = sorted(f for f, v in EXPECTED.items() if "latents" in v)
 
 
 def _digest(a: np.ndarray) -> str:
@@ -44,7 +45,8 @@ def test_folder_is_complete_and_small():
     assert files == set(EXPECTED)
     assert sum((FOLDER / "bundles" / f).stat().st_size for f in files) < 2 << 20
     covered = {json.loads(_manifest(f))["codec"] for f in VALID}
-    assert {"svd", "pca", "kmeans"} <= covered
+    assert {"svd", "pca", "kmeans", "learned"} <= covered
+    assert LEARNED == sorted(f for f in VALID if json.loads(_manifest(f))["codec"] == "learned")
     dtypes = {EXPECTED[f]["dtype"] for f in VALID}
     assert {"uint8", "uint16", "int16", "float32", "float64"} <= dtypes
 
@@ -86,7 +88,7 @@ def test_library_decodes_to_expected(name):
 def test_exact_bundles_cover_the_exact_codecs():
     codecs = {json.loads(_manifest(f))["codec"] for f in EXACT}
     assert codecs == {"svd", "kmeans"}
-    assert all(f.startswith("v2-") for f in EXACT if "-svd-" in f)
+    assert not any(f.startswith("v1-") for f in EXACT if "-svd-" in f)
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -101,6 +103,10 @@ def test_reference_decoder_matches(name):
     """Written from the spec alone, it gives the library's bytes (on this machine, for
     the BLAS-rounded codecs; anywhere, for the exact ones)."""
     ref = _reference()
+    if name in LEARNED:  # its pixels are no business of the reference decoder
+        with pytest.raises(ref.Unsupported):
+            ref.decode((FOLDER / "bundles" / name).read_bytes())
+        return
     out = ref.decode((FOLDER / "bundles" / name).read_bytes())
     assert _digest(out) == _digest(np.asarray(decompress(FOLDER / "bundles" / name)))
     if EXPECTED[name]["exact"]:
@@ -112,6 +118,143 @@ def test_reference_decoder_refuses(name):
     ref = _reference()
     with pytest.raises(ref.Refused):
         ref.decode((FOLDER / "bundles" / name).read_bytes())
+
+
+def _library_latents(data: bytes) -> np.ndarray:
+    """The library's integer latents of a learned bundle, ``(*stack axes, M, h, w)``."""
+    from napari_svd_compress.codecs.learned.codec import decode_latents
+    from napari_svd_compress.format.bundle import open_bundle
+
+    bundle = open_bundle(data)
+    planes = bundle.manifest["planes"]
+    got = [
+        decode_latents(meta, bundle.payloads_with_prefix(f"p{i}/" if len(planes) > 1 else ""))
+        for i, meta in enumerate(planes)
+    ]
+    stack = bundle.spec.shape[: -3 if bundle.spec.rgb else -2]
+    return np.stack(got).reshape(*stack, *got[0].shape)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_learned_latents_are_exact(name):
+    """The integer latents (spec section 10.1) of the library and of the reference decoder
+    are the same and are the recorded ones, on any machine."""
+    data = (FOLDER / "bundles" / name).read_bytes()
+    want = EXPECTED[name]["latents"]
+    ours, ref = _library_latents(data), _reference().decode_latents(data)
+    assert ours.dtype == ref.dtype == np.int32 and want["exact"]
+    assert list(ours.shape) == list(ref.shape) == want["shape"]
+    assert _digest(ours) == _digest(ref) == want["sha256"]
+
+
+def test_learned_cases_cover_the_coder():
+    """Two levels, grey and RGB, a size off the stride, a stack, and escaped latents."""
+    metas = [json.loads(_manifest(f)) for f in LEARNED]
+    planes = [p for m in metas for p in m["planes"]]
+    assert len({p["quality"] for p in planes}) >= 2
+    assert {m["rgb"] for m in metas} == {True, False}
+    assert any(m["shape"][-3] % 16 for m in metas if m["rgb"])
+    assert any(len(m["planes"]) > 1 for m in metas)
+    assert any(p["escapes"] > 0 for p in planes)
+
+
+def _damaged(data: bytes, where: int | None, crc: bool) -> bytes:
+    """``data`` (a one-plane learned bundle) with byte ``where`` of its latent stream
+    flipped (the last word dropped if None); the CRC-32 recomputed if ``crc``."""
+    import io
+    import zipfile
+    import zlib
+
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        payloads = {n: zf.read(n) for n in zf.namelist() if n != "manifest.json"}
+    bits = payloads["latents"]
+    if where is None:
+        bits = bits[:-4]
+    else:
+        bits = bits[:where] + bytes([bits[where] ^ 0xFF]) + bits[where + 1 :]
+    payloads["latents"] = bits
+    manifest["payloads"]["latents"] = len(bits)
+    if crc:
+        manifest["planes"][0]["crc32"] = zlib.crc32(bits)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for n, blob in payloads.items():
+            zf.writestr(n, blob)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "where, crc",
+    [(0, False), (0, True), (-1, True), (-4, True), (None, True)],
+    ids=["crc", "first-byte", "last-byte", "last-word", "truncated"],
+)
+def test_damaged_learned_stream_is_refused_by_both(where, crc):
+    """A damaged latent stream is refused by its CRC-32, or, with the CRC made to match,
+    by the range decoder not being used up exactly (the library's BundleContentError, the
+    reference decoder's Refused)."""
+    name = "v3-learned-rgb-uint8-escapes.svdz"
+    data = _damaged((FOLDER / "bundles" / name).read_bytes(), where, crc)
+    with pytest.raises(errors.BundleContentError):
+        decompress(data)
+    with pytest.raises(errors.BundleContentError):
+        _library_latents(data)
+    ref = _reference()
+    with pytest.raises(ref.Refused):
+        ref.decode_latents(data)
+
+
+def _spec_frequencies(weights: list[int]) -> list[int]:
+    """Cumulative 24-bit frequencies of a table's integer weights, by the formula of the
+    spec (section 10.2)."""
+    n, total = len(weights), float(sum(weights))
+    sigma = float(2**24 - n) / total
+    cum, out = 0.0, []
+    for s, w in enumerate(weights):
+        out.append(int(cum * sigma) + s)
+        cum += float(w)
+    return [*out, 2**24]
+
+
+def test_latent_tables_are_the_specified_quantisation():
+    """constriction's Categorical quantises each table's weights as the spec writes it.
+
+    Probed through the range decoder: the first symbol decoded from the words of the
+    64-bit point ``q (2^40 - 1)`` is the one whose cumulative frequencies bracket ``q``
+    (a fresh decoder's range is ``2^64 - 1``, so the quantile is ``point // (2^40 - 1)``).
+    """
+    import constriction
+
+    ref = _reference()
+
+    def first(table, q: int) -> int:
+        point = q * (2**40 - 1)
+        words = np.array([point >> 32, point & 0xFFFFFFFF, 0, 0], np.uint32)
+        return int(constriction.stream.queue.RangeDecoder(words).decode(table))
+
+    for j, r in enumerate(ref.RATIOS):
+        w = [1 << 40]
+        while len(w) <= 4096 and (w[-1] * r) >> 24 >= 1 << 20:
+            w.append((w[-1] * r) >> 24)
+        weights = w[:0:-1] + w + [max(((w[-1] * r) >> 24) * 64, 1)]
+        assert sum(weights) < 2**53  # the float64 sums are exact
+        cdf = _spec_frequencies(weights)
+        radius, table = ref.latent_table(j)
+        assert len(weights) == 2 * radius + 2
+        n = len(weights)
+        probe = sorted({*range(min(n, 12)), *range(radius - 6, radius + 7), *range(n - 6, n)})
+        for s in (s for s in probe if 0 <= s < n):
+            assert first(table, cdf[s]) == s
+            assert s == 0 or first(table, cdf[s] - 1) == s - 1
+
+
+def test_reference_decoder_cli_prints_latent_digests(capsys):
+    """The command line prints the latents' digest of a learned bundle."""
+    name = LEARNED[0]
+    assert _reference().main([str(FOLDER / "bundles" / name)]) == 0
+    want = EXPECTED[name]["latents"]
+    assert f"latents {want['shape']} int32 {want['sha256']}" in capsys.readouterr().out
 
 
 _DIGESTS = """
