@@ -604,24 +604,6 @@ MODEL_MEMBERS = (
     "size.npy",
 )
 
-# §10.1: ratio of successive weights of table j, in units of 2^-24.
-RATIOS = (
-    0, 0, 2, 63, 824, 6381, 32388, 117584, 327184, 737139, 1404537, 2342913, 3516696,
-    4854299, 6269574, 7681169, 9024501, 10256023, 11352032, 12304715, 13117451, 13800561,
-    14367980, 14834901, 15216274, 15525937, 15776196, 15977694, 16139455, 16269009,
-    16372576, 16455246, 16521158, 16573661, 16615451, 16648695, 16675128, 16696138,
-    16712832, 16726094, 16736628, 16744993,
-)  # fmt: skip
-# §10.1: grid steps added to a channel's base per activity class, one row per curve.
-OFFSETS = (
-    (0, 0, 0, 0, 0, 0, 0, 0),
-    (-4, -3, -2, -1, 0, 0, 1, 2),
-    (-8, -5, -4, -2, -1, 1, 2, 4),
-    (-11, -8, -6, -3, -1, 1, 3, 6),
-    (-15, -10, -7, -5, -2, 1, 4, 8),
-    (-19, -13, -9, -6, -2, 2, 6, 10),
-)
-_TABLES: dict[int, tuple[int, Any]] = {}
 _MODELS: dict[str, dict[str, Any]] = {}
 
 
@@ -666,23 +648,6 @@ def channel_order(model: dict[str, Any], level: int) -> list[int]:
         total = sum(f * abs(first + k) for k, f in enumerate(freq))
         keys.append((-Fraction(total, max(sum(freq), 1)), c))
     return [c for _, c in sorted(keys)]
-
-
-def latent_table(j: int) -> tuple[int, Any]:
-    """§10.1: radius ``R`` and the categorical model of grid index ``j`` over the
-    ``2R + 2`` symbols ``-R .. R`` and the escape."""
-    if j not in _TABLES:
-        import constriction
-
-        r, w = RATIOS[j], [1 << 40]
-        while len(w) <= 4096 and (w[-1] * r) >> 24 >= 1 << 20:
-            w.append((w[-1] * r) >> 24)
-        escape = max(((w[-1] * r) >> 24) * 64, 1)
-        weights = np.array(w[:0:-1] + w + [escape], np.float64)  # integers below 2^53
-        # constriction's "fast" quantisation of the weights to 24-bit frequencies: the
-        # formula of §10.1, two correctly rounded float64 operations per symbol.
-        _TABLES[j] = (len(w) - 1, constriction.stream.model.Categorical(weights, perfect=False))
-    return _TABLES[j]
 
 
 def learned_latents(
@@ -731,7 +696,7 @@ def learned_latents(
                 if not count:
                     continue
                 j = min(max(int(bases[c]) + OFFSETS[curves[c]][k], 0), len(RATIOS) - 1)
-                radius, table = latent_table(j)
+                radius, table = laplace_table(j)
                 idx = np.asarray(decoder.decode(table, count), np.int64)
                 vals = idx - radius
                 hit = np.flatnonzero(idx == 2 * radius + 1)

@@ -240,7 +240,7 @@ def test_latent_tables_are_the_specified_quantisation():
         weights = w[:0:-1] + w + [max(((w[-1] * r) >> 24) * 64, 1)]
         assert sum(weights) < 2**53  # the float64 sums are exact
         cdf = _spec_frequencies(weights)
-        radius, table = ref.latent_table(j)
+        radius, table = ref.laplace_table(j)
         assert len(weights) == 2 * radius + 2
         n = len(weights)
         probe = sorted({*range(min(n, 12)), *range(radius - 6, radius + 7), *range(n - 6, n)})
