@@ -36,9 +36,10 @@ from . import native
 FORMAT = "svdz"
 #: The version written.  2: svd channels sum their components exactly (an integer
 #: ``shift`` per channel); every other payload is as in version 1.
-VERSION = 2
+#: 3: pca and patch-svd decode exactly (integer basis and sums; ``shift`` in the plane meta).
+VERSION = 3
 #: The versions read (version 1 svd channels decode by their own arithmetic).
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 
 #: Reader limits.  A bundle beyond them is refused before anything is allocated.
