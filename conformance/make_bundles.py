@@ -129,15 +129,22 @@ def digest(array: np.ndarray) -> dict[str, Any]:
 
 def exact_by_construction(manifest: dict[str, Any]) -> bool:
     """Whether the spec makes every decoded bit independent of BLAS and threads (its
-    section 12): ``kmeans``, and ``svd`` whole-image channels with a ``shift``."""
-    if manifest.get("codec") == "kmeans":
+    section 12): ``kmeans``, ``svd`` whole-image channels with a ``shift``, and (version
+    3) ``pca`` and patch ``svd`` planes with a ``shift`` (``rows``: every channel)."""
+    codec = manifest.get("codec")
+    if codec == "kmeans":
         return True
-    if manifest.get("codec") != "svd":
+    if codec not in ("svd", "pca"):
         return False
-    return all(
-        "patch" not in plane and all("shift" in ch for ch in plane.get("channels", []))
-        for plane in manifest.get("planes", [])
-    )
+    return all(_plane_exact(codec, plane) for plane in manifest.get("planes", []))
+
+
+def _plane_exact(codec: str, plane: dict[str, Any]) -> bool:
+    if codec == "pca" or "patch" in plane:
+        if plane.get("mode") == "rows":
+            return all("shift" in ch for ch in plane.get("channels", []))
+        return "shift" in plane
+    return all("shift" in ch for ch in plane.get("channels", []))
 
 
 def _manifest(data: bytes) -> dict[str, Any]:
@@ -196,6 +203,11 @@ def _refused(base: bytes) -> dict[str, bytes]:
     }
 
 
+def _pca_shift(m: dict[str, Any], p: dict[str, bytes]) -> None:
+    # Basis times step 2^30 times too large: the exact sums could pass 2^53.
+    m["planes"][0]["shift"][0] += 30
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rewrite existing bundles")
@@ -211,7 +223,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         files[path.name] = compress(make(), method, **params).bundle
     base = files[f"{prefix}svd-gray-uint8-rank.svdz"]
-    for name, blob in _refused(base).items():
+    refused = _refused(base)
+    if VERSION >= 3:
+        pca = files[f"{prefix}pca-blocks-rgb-uint8.svdz"]
+        refused["refuse-pca-shift"] = _rezip(pca, _pca_shift)
+    for name, blob in refused.items():
         path = BUNDLES / f"{prefix}{name}.svdz"
         files[path.name] = path.read_bytes() if path.exists() and not args.force else blob
     for fname, blob in files.items():

@@ -85,8 +85,11 @@ def test_library_decodes_to_expected(name):
 
 def test_exact_bundles_cover_the_exact_codecs():
     codecs = {json.loads(_manifest(f))["codec"] for f in EXACT}
-    assert codecs == {"svd", "kmeans"}
-    assert all(f.startswith("v2-") for f in EXACT if "-svd-" in f)
+    assert codecs == {"svd", "kmeans", "pca"}
+    assert all(f.startswith(("v2-", "v3-")) for f in EXACT if "-svd-" in f)
+    # Version 3 made pca and patch svd exact; earlier ones stay BLAS-rounded.
+    assert all(f.startswith("v3-") for f in EXACT if "-pca-" in f or "-patch-" in f)
+    assert any("-pca-rows-" in f for f in EXACT) and any("-svd-patch-" in f for f in EXACT)
 
 
 @pytest.mark.parametrize("name", REFUSED)
