@@ -464,6 +464,8 @@ _EXACT = ExactPlane()
 
 def pca_blocks_exact(meta, qbasis, wq, gains, qmean, coef, b, c, nr, nc) -> np.ndarray:
     """§8.5: the padded plane from integer sums."""
+    if not (isinstance(meta["shift"], list) and len(meta["shift"]) == 2):
+        raise Refused("pca: bad shift")
     e, g = meta["shift"]
     if not (isinstance(e, int) and isinstance(g, int) and 12 <= e <= 200 and -200 <= g <= 200):
         raise Refused("pca: bad shift")
