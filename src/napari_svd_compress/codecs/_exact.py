@@ -359,7 +359,12 @@ def deblock(
         # Two accumulators: a band is written back only after the next has read its
         # slab (the plane is the output).
         accs = [np.empty_like(fix), np.empty_like(fix)]
+        # Scratch reused by every shift (large temporaries would be mapped afresh).
         pbuf = np.empty(((rmax + 1) * ncb, d), np.float64)
+        rbuf = np.empty_like(pbuf)
+        cbuf = np.empty(((rmax + 1) * ncb, k), np.float64)
+        tbuf = np.empty_like(cbuf)
+        kbuf = np.empty(cbuf.shape, bool)
         carry: np.ndarray | None = None
         pending: tuple[np.ndarray, int, int] | None = None
         for i, r0 in enumerate(range(s0, s1, rows)):
@@ -388,20 +393,21 @@ def deblock(
                 p = pbuf[: nm * ncb]
                 src = fx[y0 : y0 + nm * b, dx : dx + ncb * b].reshape(nm, b, ncb, b, c)
                 np.copyto(p.reshape(nm, ncb, b, b, c), src.transpose(0, 2, 1, 3, 4))
-                co = p @ plan.pt
+                co = np.matmul(p, plan.pt, out=cbuf[: nm * ncb])
                 co -= mproj
-                drop = np.abs(co) < thr
+                keep = np.greater_equal(np.abs(co, out=tbuf[: nm * ncb]), thr, out=kbuf[: nm * ncb])
                 co *= down
                 np.rint(co, out=co)
-                co[drop] = 0.0
+                co *= keep  # exact: times 1 or 0
                 # Components with no coefficient left in this band add nothing.
-                live = np.flatnonzero(~drop.all(axis=0))
+                live = np.flatnonzero(keep.any(axis=0))
                 if not live.size:
                     continue
+                rec = rbuf[: nm * ncb]
                 if live.size < k:
-                    rec = co[:, live] @ plan.u[live]
+                    np.matmul(co[:, live], plan.u[live], out=rec)
                 else:
-                    rec = co @ plan.u
+                    np.matmul(co, plan.u, out=rec)
                 view = ac[y0 : y0 + nm * b, dx : dx + ncb * b].reshape(nm, b, ncb, b, c)
                 view += rec.reshape(nm, ncb, b, b, c).transpose(0, 2, 1, 3, 4)
             carry = ac[b + hb : 2 * b + hb].copy()
