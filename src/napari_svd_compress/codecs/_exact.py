@@ -338,6 +338,11 @@ def deblock(
     yscale = _pow2(big_e - PLANE_BITS)
     out_scale = _pow2(-big_e)
     cols = reflect(np.arange(-b, wp + b), wp)
+    # The shifts grouped by horizontal offset (the order of exact sums is free).
+    groups: dict[int, list[int]] = {}
+    for dy, dx in shifts:
+        groups.setdefault(dx, []).append(dy)
+    by_dx = list(groups.items())
     rows = max(1, _DEBLOCK_BAND // ncb)
     pieces = max(1, min(workers, nr // max(2 * rows, 1) or 1))
     cuts = np.linspace(0, nr, pieces + 1).round().astype(int)
@@ -360,8 +365,12 @@ def deblock(
         # slab (the plane is the output).
         accs = [np.empty_like(fix), np.empty_like(fix)]
         # Scratch reused by every shift (large temporaries would be mapped afresh).
-        pbuf = np.empty(((rmax + 1) * ncb, d), np.float64)
-        rbuf = np.empty_like(pbuf)
+        # The slab cut into columns of blocks at one horizontal offset: (column, row,
+        # b * c), so that a shifted block is d contiguous values and a row of shifted
+        # blocks a strided matrix BLAS reads in place (one transpose per horizontal
+        # offset rather than a gather per shift).
+        sbuf = np.empty((ncb, (rmax + 2) * b, b * c), np.float64)
+        rbuf = np.empty(((rmax + 1) * ncb, d), np.float64)
         cbuf = np.empty(((rmax + 1) * ncb, k), np.float64)
         tbuf = np.empty_like(cbuf)
         kbuf = np.empty(cbuf.shape, bool)
@@ -382,34 +391,38 @@ def deblock(
             ac.fill(0.0)
             if carry is not None:
                 ac[b : 2 * b] = carry
-            for dy, dx in shifts:
-                # Shifted block rows m0..r1 (relative: from first); row r0 lies above
-                # the band when dy == 0 and was carried from the previous band otherwise.
-                first = 1 if (dy == 0 or carry is not None) else 0
-                nm = nrow + 1 - first
-                if nm <= 0 or not k:
-                    continue
-                y0 = dy + first * b
-                p = pbuf[: nm * ncb]
-                src = fx[y0 : y0 + nm * b, dx : dx + ncb * b].reshape(nm, b, ncb, b, c)
-                np.copyto(p.reshape(nm, ncb, b, b, c), src.transpose(0, 2, 1, 3, 4))
-                co = np.matmul(p, plan.pt, out=cbuf[: nm * ncb])
-                co -= mproj
-                keep = np.greater_equal(np.abs(co, out=tbuf[: nm * ncb]), thr, out=kbuf[: nm * ncb])
-                co *= down
-                np.rint(co, out=co)
-                co *= keep  # exact: times 1 or 0
-                # Components with no coefficient left in this band add nothing.
-                live = np.flatnonzero(keep.any(axis=0))
-                if not live.size:
-                    continue
-                rec = rbuf[: nm * ncb]
-                if live.size < k:
-                    np.matmul(co[:, live], plan.u[live], out=rec)
-                else:
-                    np.matmul(co, plan.u, out=rec)
-                view = ac[y0 : y0 + nm * b, dx : dx + ncb * b].reshape(nm, b, ncb, b, c)
-                view += rec.reshape(nm, ncb, b, b, c).transpose(0, 2, 1, 3, 4)
+            for dx, dys in by_dx:
+                sd = sbuf[:, : hb + 2 * b]
+                cut = fx[:, dx : dx + ncb * b].reshape(hb + 2 * b, ncb, b * c)
+                np.copyto(sd, cut.transpose(1, 0, 2))
+                for dy in dys:
+                    # Shifted block rows r0..r1; row r0 lies above the band when
+                    # dy == 0 and was carried from the previous band otherwise.
+                    first = 1 if (dy == 0 or carry is not None) else 0
+                    nm = nrow + 1 - first
+                    if nm <= 0:
+                        continue
+                    y0 = dy + first * b
+                    blocks = sd[:, y0 : y0 + nm * b].reshape(ncb, nm, d).transpose(1, 0, 2)
+                    co = cbuf[: nm * ncb]
+                    np.matmul(blocks, plan.pt, out=co.reshape(nm, ncb, k))
+                    co -= mproj
+                    keep = np.abs(co, out=tbuf[: nm * ncb])
+                    keep = np.greater_equal(keep, thr, out=kbuf[: nm * ncb])
+                    co *= down
+                    np.rint(co, out=co)
+                    co *= keep  # exact: times 1 or 0
+                    # Components with no coefficient left in this band add nothing.
+                    live = np.flatnonzero(keep.any(axis=0))
+                    if not live.size:
+                        continue
+                    rec = rbuf[: nm * ncb]
+                    if live.size < k:
+                        np.matmul(co[:, live], plan.u[live], out=rec)
+                    else:
+                        np.matmul(co, plan.u, out=rec)
+                    view = ac[y0 : y0 + nm * b, dx : dx + ncb * b].reshape(nm, b, ncb, b, c)
+                    view += rec.reshape(nm, ncb, b, b, c).transpose(0, 2, 1, 3, 4)
             carry = ac[b + hb : 2 * b + hb].copy()
             inner = ac[b : b + hb, b : b + wp]
             inner += fx[b : b + hb, b : b + wp] * yscale
