@@ -29,6 +29,11 @@ dropped, and the reconstructions averaged ("re-application" of the codec, Nosrat
 2001).  The encoder measures its figures on the filtered image.
 
 Payloads: ``mean`` (int, float32 mean scaled), ``basis`` and ``coef`` (integers).
+
+Format version 3 decodes exactly (:mod:`._exact`, spec §8.5-8.7): integer basis and
+projection, sums of integers below 2^53 whatever BLAS does, a plane meta ``shift``.
+Planes without it (versions 1 and 2) decode by the float arithmetic below, kept for
+the files written so.
 """
 
 from __future__ import annotations
