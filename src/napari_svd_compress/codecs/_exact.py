@@ -274,7 +274,7 @@ def reconstruct(
     b, e = plan.b, plan.e
     nr, nc = hp // b, wp // b
     out = np.empty(shape, np.float32)
-    mterm = (plan.qmean.astype(np.float64) * _pow2(e - MEAN_BITS)).reshape(b, 1, b, c)
+    mterm = plan.qmean.astype(np.float64) * _pow2(e - MEAN_BITS)
     scale = _pow2(-e)
     rows = max(1, _BAND_BLOCKS // max(nc, 1))
     bands = [(r, min(r + rows, nr)) for r in range(0, nr, rows)]
@@ -282,12 +282,12 @@ def reconstruct(
     def band(rr: tuple[int, int]) -> None:
         r0, r1 = rr
         if plan.k:
-            s = coef[:, r0 * nc : r1 * nc].T.astype(np.float64) @ plan.u
+            s = np.matmul(coef[:, r0 * nc : r1 * nc].T.astype(np.float64), plan.u)
+            s += mterm
         else:
-            s = np.zeros(((r1 - r0) * nc, plan.d))
+            s = np.broadcast_to(mterm, ((r1 - r0) * nc, plan.d)).copy()
+        s *= scale
         s5 = s.reshape(r1 - r0, nc, b, b, c).transpose(0, 2, 1, 3, 4)
-        s5 = s5 + mterm
-        s5 *= scale
         out[r0 * b : r1 * b].reshape(r1 - r0, b, nc, b, c)[...] = s5
 
     run(band, bands)
