@@ -104,6 +104,11 @@ CASES: dict[str, tuple[Callable[[], np.ndarray], str, dict[str, Any]]] = {
     "pca-blocks-rgb-uint8": (lambda: _rgb(48, 48, "uint8", 11), "pca", {}),
     "pca-blocks-gray-uint8-nodeblock": (lambda: _gray(40, 48, "uint8", 12), "pca", {"deblock": 0}),
     "pca-blocks-ycbcr-uint16": (lambda: _rgb(40, 40, "uint16", 13), "pca", {"color": "ycbcr"}),
+    "pca-blocks-rgb-uint8-deblock": (
+        lambda: _rgb(48, 64, "uint8", 3),
+        "pca",
+        {"step": 24, "block": 4},
+    ),
     "pca-rows-rgb-uint8": (lambda: _rgb(32, 40, "uint8", 14), "pca", {"mode": "rows"}),
     "pca-rows-gray-float32": (lambda: _gray(32, 32, "float32", 15), "pca", {"mode": "rows"}),
     "kmeans-rgb-uint8": (lambda: _rgb(40, 40, "uint8", 16), "kmeans", {"colors": 8}),
@@ -155,15 +160,22 @@ def digest(array: np.ndarray) -> dict[str, Any]:
 
 def exact_by_construction(manifest: dict[str, Any]) -> bool:
     """Whether the spec makes every decoded bit independent of BLAS and threads (its
-    section 12): ``kmeans``, and ``svd`` whole-image channels with a ``shift``."""
-    if manifest.get("codec") == "kmeans":
+    section 12): ``kmeans``, ``svd`` whole-image channels with a ``shift``, and (version
+    3) ``pca`` and patch ``svd`` planes with a ``shift`` (``rows``: every channel)."""
+    codec = manifest.get("codec")
+    if codec == "kmeans":
         return True
-    if manifest.get("codec") != "svd":
+    if codec not in ("svd", "pca"):
         return False
-    return all(
-        "patch" not in plane and all("shift" in ch for ch in plane.get("channels", []))
-        for plane in manifest.get("planes", [])
-    )
+    return all(_plane_exact(codec, plane) for plane in manifest.get("planes", []))
+
+
+def _plane_exact(codec: str, plane: dict[str, Any]) -> bool:
+    if codec == "pca" or "patch" in plane:
+        if plane.get("mode") == "rows":
+            return all("shift" in ch for ch in plane.get("channels", []))
+        return "shift" in plane
+    return all("shift" in ch for ch in plane.get("channels", []))
 
 
 def latents(path: Path) -> np.ndarray:
@@ -269,6 +281,11 @@ def _refused_learned(base: bytes) -> dict[str, bytes]:
     return {"refuse-learned-stream": _rezip(base, truncate)}
 
 
+def _pca_shift(m: dict[str, Any], p: dict[str, bytes]) -> None:
+    # Basis times step 2^30 times too large: the exact sums could pass 2^53.
+    m["planes"][0]["shift"][0] += 30
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rewrite existing bundles")
@@ -288,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     refused = _refused(base)
     if VERSION >= 3:
         refused.update(_refused_learned(files[f"{prefix}learned-rgb-uint8-q1.svdz"]))
+        pca = files[f"{prefix}pca-blocks-rgb-uint8.svdz"]
+        refused["refuse-pca-shift"] = _rezip(pca, _pca_shift)
     for name, blob in refused.items():
         path = BUNDLES / f"{prefix}{name}.svdz"
         files[path.name] = path.read_bytes() if path.exists() and not args.force else blob

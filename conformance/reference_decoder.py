@@ -513,14 +513,30 @@ def pca_plane(meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: int, 
 
 
 def pca_rows(meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: int, c: int):
-    """§7.6."""
-    mean = decode_ints(payloads["mean"], (c, w), "int32") / 4096.0
+    """§8.4 (and §8.7 for channels with a ``shift``)."""
+    qmean = decode_ints(payloads["mean"], (c, w), "int32")
+    mean = qmean / 4096.0
     out = np.empty((h, w, c), np.float32)
     for ch, entry in enumerate(meta["channels"]):
         k = entry["components"]
         gains = np.asarray(entry["gains"], np.float64)
         basis = decode_ints(payloads[f"basis{ch}"], (k, w), "int32")
         coef = decode_ints(payloads[f"coef{ch}"], (k, h), "int32")
+        if "shift" in entry:
+            e = entry["shift"]
+            if not (isinstance(e, int) and 12 <= e <= 200):
+                raise Refused("pca: bad shift")
+            u = np.rint(
+                np.ldexp(basis.astype(np.float64) * (float(meta["step"]) / gains)[:, None], e)
+            )
+            if not np.all(np.abs(u) <= 2.0**53):
+                raise Refused("pca: basis too large")
+            bound = sum(_imax(coef[i]) * _imax(u[i]) for i in range(k))
+            if bound + (_imax(qmean[ch]) << (e - 12)) > 2**53:
+                raise Refused("pca: the exact sum could exceed 2^53")
+            s = coef.T.astype(np.float64) @ u + np.ldexp(qmean[ch].astype(np.float64), e - 12)
+            out[..., ch] = np.ldexp(s, -e).astype(np.float32)
+            continue
         vec = (basis / gains[:, None]).astype(np.float32)
         x = (coef.T.astype(np.float32) * np.float32(meta["step"])) @ vec
         out[..., ch] = x + mean[ch]  # float32 + float64 in float64, then float32
@@ -540,8 +556,15 @@ def pca_blocks(meta: dict[str, Any], payloads: dict[str, bytes], h: int, w: int,
     else:
         basis = decode_ints(payloads["basis"], (d + 1, k), "int32").T
     wq, qbasis = basis[:, 0], basis[:, 1:]
-    steps = (step * wq / 64).astype(np.float32)
     coef = block_coefficients(payloads["coef"], k, nr, nc)
+    if "shift" in meta:
+        offsets, threshold = meta.get("deblock", [0, 0.0])
+        qmean = decode_ints(payloads["mean"], (d,), "int32").astype(np.int64)
+        out = pca_blocks_exact(meta, qbasis, wq, gains, qmean, coef, b, c, nr, nc)
+        if offsets and k:
+            out = deblock_exact(out, offsets, threshold)
+        return out[:h, :w]
+    steps = (step * wq / 64).astype(np.float32)
     vec = ((qbasis / gains[:, None]) @ dct_reference(b, c)).astype(np.float32)
     mean32 = mean.astype(np.float32)
     p = (coef.T.astype(np.float32) * steps) @ vec
@@ -571,6 +594,111 @@ def deblock(out, vec, steps, mean32, b: int, offsets: int, threshold: float) -> 
         rec = _unpatch((co * steps) @ vec + mean32, nr + 1, nc + 1, b, c)
         acc += rec[b - dy : b - dy + hp, b - dx : b - dx + wp]
     return acc * np.float32(1.0 / (len(shifts) + 1))
+
+
+# --- §8.5-8.7 version 3: exact integer arithmetic ----------------------------------------
+
+LIMIT = 2**53
+
+
+def _imax(a: np.ndarray) -> int:
+    """The largest magnitude of an integer-valued array, as a Python int."""
+    return int(np.abs(a).max()) if a.size else 0
+
+
+def dct_table(b: int, c: int) -> np.ndarray:
+    """§8.5: ``rint(2^26 R)`` (no entry is near a rounding boundary)."""
+    return np.rint(dct_reference(b, c) * 2.0**26)
+
+
+def gauss_jordan(h: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """§8.5: ``H^-1 A``, column by column, elementwise float64 operations only."""
+    k = h.shape[0]
+    m = np.concatenate([h, a], axis=1)
+    diag = np.diag(h).copy()
+    for j in range(k):
+        pivot = m[j, j]
+        if not pivot > diag[j] * 2.0**-40:
+            m[j, :] = 0.0  # columns < j of row j are already 0
+            continue
+        row = m[j] / pivot
+        for i in range(k):
+            if i != j:
+                m[i] = m[i] - m[i, j] * row
+        m[j] = row
+    return m[:, k:]
+
+
+class ExactPlane:
+    """What §8.5 computes once per plane, kept for the filter (§8.6)."""
+
+
+_EXACT = ExactPlane()
+
+
+def pca_blocks_exact(meta, qbasis, wq, gains, qmean, coef, b, c, nr, nc) -> np.ndarray:
+    """§8.5: the padded plane from integer sums."""
+    if not (isinstance(meta["shift"], list) and len(meta["shift"]) == 2):
+        raise Refused("pca: bad shift")
+    e, g = meta["shift"]
+    if not (isinstance(e, int) and isinstance(g, int) and 12 <= e <= 200 and -200 <= g <= 200):
+        raise Refused("pca: bad shift")
+    q = qbasis.astype(np.int64)
+    k = q.shape[0]
+    l1 = [int(v) for v in np.abs(q).sum(axis=1)]
+    if k and (max(l1) > 2**27 or max(l1) * _imax(q) > LIMIT):
+        raise Refused("pca: basis coordinates too large")
+    qf = q.astype(np.float64)
+    a = qf @ dct_table(b, c)  # integers below 2^53: exact
+    x = gauss_jordan(qf @ qf.T, a)
+    s = float(meta["step"]) * wq.astype(np.float64) / 64.0
+    u = np.rint(np.ldexp(a * (s / gains)[:, None], e - 26))
+    pt = np.rint(np.ldexp(x * (gains / s)[:, None], g - 26)).T
+    if not (np.all(np.abs(u) <= LIMIT) and np.all(np.abs(pt) <= LIMIT)):
+        raise Refused("pca: basis too large")
+    bound = sum(_imax(coef[i]) * _imax(u[i]) for i in range(k))
+    if bound + (_imax(qmean) << (e - 12)) > LIMIT:
+        raise Refused("pca: the exact sum could exceed 2^53")
+    total = coef.T.astype(np.float64) @ u + np.ldexp(qmean.astype(np.float64), e - 12)
+    x32 = np.ldexp(total, -e).astype(np.float32)
+    _EXACT.__dict__.update(u=u, pt=pt, qmean=qmean, e=e, g=g, b=b, c=c)
+    return _unpatch(x32, nr, nc, b, c)
+
+
+def deblock_exact(out: np.ndarray, offsets: int, threshold: float) -> np.ndarray:
+    """§8.6: the filter on fixed-point integers, summed exactly, scaled once."""
+    u, pt, qmean, e, g, b = (_EXACT.__dict__[n] for n in ("u", "pt", "qmean", "e", "g", "b"))
+    hp, wp, c = out.shape
+    nr, nc = hp // b, wp // b
+    gg = max(1, min(math.isqrt(offsets), b))
+    shifts = [(i * b // gg, j * b // gg) for i in range(gg) for j in range(gg)][1:]
+    big_e = e + 8
+    # The bounds (Python integers).
+    pmax = 2**20 + _imax(qmean) * 2**8
+    if pt.size and _imax(pt) > LIMIT // pmax:
+        raise Refused("pca: projection too large")
+    l1 = [sum(int(v) for v in np.abs(pt[:, i])) for i in range(pt.shape[1])]
+    if any(pmax * v > LIMIT for v in l1):
+        raise Refused("pca: projection too large")
+    cmax = [math.ceil(pmax * v / Fraction(2) ** (12 + g)) for v in l1]
+    rec = sum(cm * _imax(u[i]) for i, cm in enumerate(cmax))
+    if 2**big_e + len(shifts) * (rec + _imax(qmean) * 2 ** (big_e - 12)) > LIMIT:
+        raise Refused("pca: the filter's sum could exceed 2^53")
+    z = np.rint(np.clip(out, 0, 1).astype(np.float64) * 2.0**20)
+    mfix = qmean.astype(np.float64) * 2.0**8
+    mrec = np.ldexp(qmean.astype(np.float64), big_e - 12)
+    rows = _reflect(np.arange(-b, hp + b), hp)
+    cols = _reflect(np.arange(-b, wp + b), wp)
+    ext = z[rows][:, cols]
+    acc = z * 2.0 ** (big_e - 20)
+    for dy, dx in shifts:
+        blocks = _patches(ext[dy : dy + hp + b, dx : dx + wp + b], b) - mfix
+        co = blocks @ pt  # exact integers
+        keep = np.abs(co) >= threshold * 2.0 ** (20 + g)
+        co = np.where(keep, np.rint(co * 2.0 ** (8 - 20 - g)), 0.0)
+        rec = _unpatch(co @ u + mrec, nr + 1, nc + 1, b, c)
+        acc += rec[b - dy : b - dy + hp, b - dx : b - dx + wp]
+    return (np.ldexp(acc, -big_e) / (len(shifts) + 1)).astype(np.float32)
 
 
 # --- §8 kmeans --------------------------------------------------------------------------

@@ -369,3 +369,217 @@ def test_banded_reconstruction_equals_the_first_version(monkeypatch):
         )
     got = _pca._reconstruct(coef, vec, steps, mean, want.shape, b, workers=2)
     np.testing.assert_array_equal(got, want)
+
+
+# --- format version 3: exact decoding ---------------------------------------------------
+
+from napari_svd_compress.codecs import _exact  # noqa: E402
+from napari_svd_compress.errors import BundleContentError  # noqa: E402
+
+
+def _reference_decoder():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "conformance" / "reference_decoder.py"
+    spec = importlib.util.spec_from_file_location("reference_decoder", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _edit_manifest(bundle: bytes, edit) -> bytes:
+    """``bundle`` with ``edit(manifest)`` applied to its manifest."""
+
+    def members(m):
+        manifest = json.loads(m["manifest.json"])
+        edit(manifest)
+        m["manifest.json"] = json.dumps(manifest).encode()
+
+    return _rewrite(bundle, members)
+
+
+def _plane_meta(bundle: bytes) -> dict:
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        return json.loads(zf.read("manifest.json"))["planes"][0]
+
+
+def test_reference_table_is_far_from_rounding_boundaries():
+    """The spec's table is ``rint(2^26 R)`` of real numbers: no scaled entry of any block
+    size is within 1e-4 of a half-integer, so any accurate cos/sqrt gives these integers."""
+    ref = _reference_decoder()
+    for b in range(2, _pca._MAX_BLOCK + 1):
+        for c in (1, 3):
+            scaled = np.unique(np.abs(ref.dct_reference(b, c))) * 2.0**_exact.REF_BITS
+            assert np.abs(scaled - np.floor(scaled) - 0.5).min() > 1e-4
+        if b in (2, 3, 8, 13):
+            assert np.array_equal(_exact.reference_table(b, 3), ref.dct_table(b, 3))
+
+
+_V3_CASES = {
+    "blocks-rgb": (lambda im: im, {"step": 20}),
+    "blocks-ycbcr-b5-64": (
+        lambda im: im,
+        {"step": 20, "color": "ycbcr", "block": 5, "deblock": 64},
+    ),
+    "blocks-gray16": (lambda im: im[..., 1].astype(np.uint16) * 257, {"step": 12}),
+    "blocks-float": (lambda im: (im / 255).astype(np.float32), {"step": 20, "deblock": 4}),
+    "rows-rgb": (lambda im: im, {"mode": "rows", "step": 6}),
+}
+
+
+@pytest.fixture(scope="module")
+def v3_bundles(rgb8) -> dict[str, bytes]:
+    """Version-3 bundles, the deblocking filter on wherever the mode has it."""
+    keep = _pca._deblock_helps
+    _pca._deblock_helps = lambda *a: True
+    try:
+        out = {n: nsc.compress(f(rgb8), "pca", **p).bundle for n, (f, p) in _V3_CASES.items()}
+        out["patch"] = nsc.compress(rgb8, "svd", patch=8, rank=20).bundle
+    finally:
+        _pca._deblock_helps = keep
+    return out
+
+
+def test_v3_bundles_are_marked(v3_bundles):
+    for name, bundle in v3_bundles.items():
+        meta = _plane_meta(bundle)
+        if meta["mode"] == "rows":
+            assert all(isinstance(ch["shift"], int) for ch in meta["channels"])
+        else:
+            e, g = meta["shift"]
+            assert 12 <= e <= 200 and -200 <= g <= 200
+            assert meta["deblock"][0] > 0, name
+
+
+@pytest.mark.parametrize("bands", [None, (60, 3)])
+@pytest.mark.parametrize("name", [*_V3_CASES, "patch"])
+def test_v3_decode_equals_the_reference_decoder(monkeypatch, v3_bundles, name, bands):
+    """Bit for bit, also when the plane is cut into small bands on three threads (the
+    sums are exact, so the banding cannot change them)."""
+    bundle = v3_bundles[name]
+    want = _reference_decoder().decode(bundle)
+    if bands:
+        monkeypatch.setattr(_exact, "_DEBLOCK_BAND", bands[0])
+        monkeypatch.setattr(_exact, "_BAND_BLOCKS", bands[0])
+        monkeypatch.setattr(_pca, "THREADS", bands[1])
+    got = nsc.decompress(bundle)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+_DIGEST = """
+import hashlib, sys
+import numpy as np
+from napari_svd_compress import decompress
+for path in sys.argv[1:]:
+    print(hashlib.sha256(np.ascontiguousarray(decompress(path)).tobytes()).hexdigest())
+"""
+
+
+def test_v3_decode_does_not_depend_on_blas_threads_or_kernel(tmp_path, v3_bundles):
+    """One and two BLAS threads, and OpenBLAS's Haswell kernel instead of the CPU's own
+    (another variable does nothing with another BLAS, and the test still holds)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    paths = []
+    for name, bundle in v3_bundles.items():
+        paths.append(tmp_path / f"{name}.svdz")
+        paths[-1].write_bytes(bundle)
+    want = [
+        hashlib.sha256(np.ascontiguousarray(nsc.decompress(p)).tobytes()).hexdigest() for p in paths
+    ]
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    for extra in (
+        {"OPENBLAS_NUM_THREADS": "1"},
+        {"OPENBLAS_NUM_THREADS": "2"},
+        {
+            "OPENBLAS_NUM_THREADS": "2",
+            "OPENBLAS_CORETYPE": "Haswell",
+        },
+    ):
+        env = {**os.environ, **extra, "PYTHONPATH": src}
+        run = subprocess.run(
+            [sys.executable, "-c", _DIGEST, *map(str, paths)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+        assert run.stdout.split() == want, extra
+
+
+def test_v3_filter_is_close_to_the_pseudo_inverse_filter(v3_bundles):
+    """The exact filter computes what the version-1 filter (float32, LAPACK pinv) does,
+    up to its fixed-point precision and clipping to the unit range."""
+    bundle = v3_bundles["blocks-float"]
+    plain = _edit_manifest(bundle, lambda m: m["planes"][0].update(deblock=[0, 0]))
+    old = _edit_manifest(bundle, lambda m: m["planes"][0].pop("shift"))
+    new_f, old_f = nsc.decompress(bundle), nsc.decompress(old)
+    base = nsc.decompress(plain)
+    assert np.abs(new_f - base).max() > 1e-3  # the filter does something
+    # Near 0 and 1 the exact filter reads the clipped plane: compare on average.
+    assert np.abs(new_f - old_f).mean() < 1e-3
+
+
+def test_unmarked_bundles_decode_by_the_old_rules(v3_bundles):
+    """Without ``shift`` a plane or rows channel is decoded by the float arithmetic of
+    versions 1 and 2 (the conformance bundles hold it to the recorded bytes); here: it
+    still decodes, to about what the exact decoding gives."""
+    for name in ("blocks-rgb", "rows-rgb", "patch"):
+        bundle = v3_bundles[name]
+
+        def strip(m):
+            plane = m["planes"][0]
+            plane.pop("shift", None)
+            for ch in plane.get("channels", []):
+                if isinstance(ch, dict):
+                    ch.pop("shift", None)
+
+        old = nsc.decompress(_edit_manifest(bundle, strip))
+        diff = np.abs(nsc.decompress(bundle).astype(int) - old.astype(int))
+        if name.startswith("rows"):
+            assert diff.max() <= 1
+        else:  # the filters differ a little (see above)
+            assert diff.mean() < 1
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        # The writer's exponents are the largest that pass: one more must be refused.
+        ("blocks-rgb", lambda meta: meta["shift"].__setitem__(0, meta["shift"][0] + 1)),
+        ("blocks-rgb", lambda meta: meta["shift"].__setitem__(1, meta["shift"][1] + 1)),
+        ("blocks-rgb", lambda meta: meta["shift"].__setitem__(0, 1000)),
+        ("blocks-rgb", lambda meta: meta.update(shift=[40])),
+        ("patch", lambda meta: meta["shift"].__setitem__(0, meta["shift"][0] + 1)),
+        (
+            "rows-rgb",
+            lambda meta: meta["channels"][1].update(shift=meta["channels"][1]["shift"] + 1),
+        ),
+        ("rows-rgb", lambda meta: meta["channels"][0].update(shift=3)),
+    ],
+)
+def test_v3_sums_that_could_pass_2_53_are_refused(v3_bundles, name, edit):
+    bad = _edit_manifest(v3_bundles[name], lambda m: edit(m["planes"][0]))
+    with pytest.raises(BundleContentError):
+        nsc.decompress(bad)
+    ref = _reference_decoder()
+    with pytest.raises(ref.Refused):
+        ref.decode(bad)
+
+
+def test_gauss_jordan_is_the_pseudo_inverse_and_drops_null_components():
+    rng = np.random.default_rng(3)
+    q = rng.integers(-50, 50, (6, 27)).astype(np.float64)
+    q[4] = 0  # a component with no vector: not projected
+    a = q @ _exact.reference_table(3, 3)
+    x = _exact._solve(q @ q.T, a)
+    assert not np.any(x[4])
+    keep = [0, 1, 2, 3, 5]
+    v = q[keep] @ _exact.reference_table(3, 3)
+    np.testing.assert_allclose(x[keep], np.linalg.pinv(v).T * 2.0**52, rtol=1e-6, atol=1e-3)

@@ -87,8 +87,14 @@ def test_library_decodes_to_expected(name):
 
 def test_exact_bundles_cover_the_exact_codecs():
     codecs = {json.loads(_manifest(f))["codec"] for f in EXACT}
-    assert codecs == {"svd", "kmeans"}
-    assert not any(f.startswith("v1-") for f in EXACT if "-svd-" in f)
+    assert codecs == {"svd", "kmeans", "pca"}
+    assert all(f.startswith(("v2-", "v3-")) for f in EXACT if "-svd-" in f)
+    # Version 3 made pca and patch svd exact; earlier ones stay BLAS-rounded.
+    assert all(f.startswith("v3-") for f in EXACT if "-pca-" in f or "-patch-" in f)
+    assert any("-pca-rows-" in f for f in EXACT) and any("-svd-patch-" in f for f in EXACT)
+    # The version-3 deblocking filter is exercised by a pca bundle and by the patches.
+    filtered = [f for f in EXACT if json.loads(_manifest(f))["planes"][0].get("deblock")]
+    assert any("-pca-" in f for f in filtered) and any("-patch-" in f for f in filtered)
 
 
 @pytest.mark.parametrize("name", REFUSED)

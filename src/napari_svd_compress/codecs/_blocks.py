@@ -29,6 +29,11 @@ dropped, and the reconstructions averaged ("re-application" of the codec, Nosrat
 2001).  The encoder measures its figures on the filtered image.
 
 Payloads: ``mean`` (int, float32 mean scaled), ``basis`` and ``coef`` (integers).
+
+Format version 3 decodes exactly (:mod:`._exact`, spec §8.5-8.7): integer basis and
+projection, sums of integers below 2^53 whatever BLAS does, a plane meta ``shift``.
+Planes without it (versions 1 and 2) decode by the float arithmetic below, kept for
+the files written so.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ..format import block_context as _block_context
 from ..format.entropy import decode_ints, encode_ints
 from ..metrics import squared_error
 from ..registry import Container, Encoded, Param
+from . import _exact
 from .color import COLOR_SPACES, from_space, to_space
 
 MODES = ("blocks", "rows")
@@ -399,7 +405,7 @@ def _encode_blocks(
     progress(0.4)
     x, h, w = stats.x, stats.h, stats.w
     nr, nc, d, workers = stats.nr, stats.nc, stats.d, stats.workers
-    qmean, mean_q, mean32 = stats.qmean, stats.mean_q, stats.mean32
+    qmean, mean32 = stats.qmean, stats.mean32
     eig, vec = stats.eig, stats.vec
     k = max(1, min(int(choose_k(eig)), d))
     vec = vec[:, :k]
@@ -429,11 +435,18 @@ def _encode_blocks(
         key=lambda t: len(t[0]),
     )
     meta["basis"] = basis[1]
+    # Format version 3: exact integer decoding (see _exact), its exponents in the meta.
+    c = x.shape[2]
+    a = _exact.basis_integers(qbasis, b, c)
+    n_shifts = _offset_count(b, deblock) - 1 if deblock else 0
+    e, g = _exact.choose_exponents(a, gains, wq[used], step, qmean, coef, b, c, n_shifts)
+    meta["shift"] = [e, g]
     if deblock and len(used):
         # The filter assumes the basis codes the picture at any offset; fine steps (that
         # keep detail it cannot re-project) and tiny images (a basis fitted to a few
         # blocks) break that, so it is kept only where it measures better.
-        if _deblock_helps(x[:h, :w], coef, qbasis, gains, steps[used], mean_q, b, deblock):
+        plan = _exact.BlocksPlan(a, gains, wq[used], step, qmean, b, c, e, g)
+        if _deblock_helps(x[:h, :w], coef, plan, deblock):
             meta["deblock"] = [deblock, _DEBLOCK_THRESHOLD]
         progress(0.95)
     payloads = {
@@ -504,13 +517,18 @@ def _quantise_blocks(
     return coef
 
 
-def _deblock_helps(x, coef, qbasis, gains, steps, mean, b: int, offsets: int) -> bool:
+def _offset_count(b: int, offsets: int) -> int:
+    """Offsets the deblocking filter averages, the plane itself included."""
+    g = max(1, min(math.isqrt(offsets), b))
+    return g * g
+
+
+def _deblock_helps(x, coef, plan: _exact.BlocksPlan, offsets: int) -> bool:
     """Whether deblocking lowers the squared error of plane ``x`` (unpadded), measured
     on up to four strips of about ``_DEBLOCK_SAMPLE`` pixels in all on large planes."""
     h, w, c = x.shape
+    b = plan.b
     nr, nc = -(-h // b), -(-w // b)
-    vec = _basis_vectors(qbasis, gains.astype(np.float64), b, c)
-    mean32 = mean.astype(np.float32)
     per_strip = max(1, _DEBLOCK_SAMPLE // (4 * nc * b * b))
     if 4 * per_strip >= nr:
         strips = [(0, nr)]
@@ -523,8 +541,11 @@ def _deblock_helps(x, coef, qbasis, gains, steps, mean, b: int, offsets: int) ->
     def strip(i: int) -> None:
         r0, r1 = strips[i]
         shape = ((r1 - r0) * b, nc * b, c)
-        plain = _reconstruct(coef[:, r0 * nc : r1 * nc], vec, steps, mean, shape, b, inner)
-        smooth = _deblock(plain, vec, steps, mean32, b, offsets, _DEBLOCK_THRESHOLD, inner)
+        run = _runner(inner)
+        plain = _exact.reconstruct(plan, coef[:, r0 * nc : r1 * nc], shape, run)
+        smooth = _exact.deblock(
+            plan, plain.copy(), offsets, _DEBLOCK_THRESHOLD, inner, run, _fill_slab, _reflect
+        )
         ref = x[r0 * b : r1 * b]
         hh = ref.shape[0]
         gains_[i] = squared_error(plain[:hh, :w], ref) - squared_error(smooth[:hh, :w], ref)
@@ -647,6 +668,15 @@ _GEMM_SAFE = 2_000_000
 _DEBLOCK_BAND = 3000
 # Blocks per band of the encoder's projection.
 _SMALL_BAND = 4096
+
+
+def _runner(workers: int) -> Callable[[Callable[[Any], None], list[Any]], None]:
+    """``run(fn, items)``: :func:`_run_threads` on ``workers`` threads."""
+
+    def run(fn: Callable[[Any], None], items: list[Any]) -> None:
+        _run_threads(fn, items, workers)
+
+    return run
 
 
 def _workers(workers: int | None) -> int:
@@ -933,7 +963,8 @@ def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape
         or not 0.0 <= deblock[1] <= 100.0
     ):
         raise BundleContentError("pca: bad deblocking setting")
-    mean = decode_ints(_get(payloads, "mean"), shape=(d,), dtype=np.int32) / _MEAN_SCALE
+    qmean = decode_ints(_get(payloads, "mean"), shape=(d,), dtype=np.int32)
+    mean = qmean / _MEAN_SCALE
     layout = meta.get("basis")
     if layout == "dct":
         basis = decode_ints(_get(payloads, "basis"), shape=(k, d + 1), dtype=np.int32)
@@ -944,6 +975,25 @@ def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape
     wq, basis = basis[:, 0], basis[:, 1:]
     if np.any(wq <= 0) or np.any(wq > _WEIGHT_UNIT * _WEIGHT_MAX):
         raise BundleContentError("pca: a component's step weight is out of range")
+    shift = meta.get("shift")
+    if shift is not None:
+        # Version 3: exact integer arithmetic (spec 8.5-8.6).
+        if not isinstance(shift, list) or len(shift) != 2:
+            raise BundleContentError("pca: bad exact-decoding exponents")
+        plan = _exact.BlocksPlan(
+            _exact.basis_integers(basis, b, c), gains, wq, step, qmean, b, c, *shift
+        )
+        coef = _block_context.decode(_get(payloads, "coef"), k, nr, nc)
+        plan.check_reconstruction(coef)
+        workers = _workers(None)
+        run = _runner(workers)
+        out = _exact.reconstruct(plan, coef, (hp, wp, c), run)
+        if deblock[0] and k:
+            out = _exact.deblock(
+                plan, out, deblock[0], deblock[1], workers, run, _fill_slab, _reflect
+            )
+        return out[:h, :w]
+    # Versions 1 and 2 (no ``shift``): float arithmetic, kept for the files written so.
     steps = (step * wq / _WEIGHT_UNIT).astype(np.float32)
     coef = _block_context.decode(_get(payloads, "coef"), k, nr, nc)
     vec = _basis_vectors(basis, gains, b, c)
@@ -1022,10 +1072,12 @@ def _encode_rows(
         coef = _deadzone(xc @ vec, step).T  # (k, h): rows = components
         used = np.flatnonzero(np.any(coef != 0, axis=1))
         qbasis, gains = _quantise_basis(vec[:, used], np.sqrt(np.maximum(eig[used], 0)), step)
+        # Format version 3: the exact sum's exponent (see _exact.rows_plane).
+        e = _exact.choose_rows_exponent(qbasis, gains, coef[used], step, qmean)
         means.append(qmean)
         bases.append(encode_ints(qbasis))
         coefs.append(encode_ints(coef[used], methods=("raw", "laplace")))
-        metas.append({"components": len(used), "gains": gains.tolist()})
+        metas.append({"components": len(used), "gains": gains.tolist(), "shift": e})
         progress(0.9 * (ch + 1) / c)
     meta = {"mode": "rows", "step": step, "channels": metas}
     payloads = {"mean": encode_ints(np.stack(means))}
@@ -1040,7 +1092,8 @@ def _decode_rows(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape) 
     chans = meta.get("channels")
     if not isinstance(chans, list) or len(chans) != c:
         raise BundleContentError(f"pca: expected {c} channel entries")
-    mean = decode_ints(_get(payloads, "mean"), shape=(c, w), dtype=np.int32) / _MEAN_SCALE
+    qmean = decode_ints(_get(payloads, "mean"), shape=(c, w), dtype=np.int32)
+    mean = qmean / _MEAN_SCALE
     out = np.empty((h, w, c), np.float32)
     for ch, entry in enumerate(chans):
         if not isinstance(entry, dict):
@@ -1048,6 +1101,10 @@ def _decode_rows(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape) 
         k, step, gains = _check_common({**entry, "step": meta.get("step")}, min(h, w))
         basis = decode_ints(_get(payloads, f"basis{ch}"), shape=(k, w), dtype=np.int32)
         coef = decode_ints(_get(payloads, f"coef{ch}"), shape=(k, h), dtype=np.int32)
+        if "shift" in entry:
+            # Version 3: exact integer sum (spec 8.7).
+            out[..., ch] = _exact.rows_plane(basis, gains, coef, step, qmean[ch], entry["shift"])
+            continue
         vec = (basis / gains[:, None]).astype(np.float32)
         out[..., ch] = (coef.T.astype(np.float32) * np.float32(step)) @ vec + mean[ch]
     return out

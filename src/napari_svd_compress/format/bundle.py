@@ -37,6 +37,7 @@ FORMAT = "svdz"
 #: The version written.  2: svd channels sum their components exactly (an integer
 #: ``shift`` per channel); every other payload is as in version 1.
 #: 3: entropy models are integer tables (``laplace`` coder 4, coefficient mode 2).
+#: 3: pca and patch-svd decode exactly (integer basis and sums; ``shift`` in the plane meta).
 VERSION = 3
 #: The versions read (version 1 svd channels decode by their own arithmetic).
 READ_VERSIONS = (1, 2, 3)
