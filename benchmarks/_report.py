@@ -15,7 +15,9 @@ def replace_section(path: str | Path, marker: str, lines: list[str]) -> None:
     if marker in text:
         head, _, rest = text.partition(marker)
         nxt = rest.find("\n## ")
-        text = head + "\n".join(lines) + (rest[nxt + 1 :] if nxt >= 0 else "")
+        # A section ends with a blank line before the next heading, however it was written.
+        section = "\n".join(lines).rstrip("\n") + "\n"
+        text = head + section + ("\n" + rest[nxt + 1 :] if nxt >= 0 else "")
     else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n"
     atomic_write(out, text.encode())

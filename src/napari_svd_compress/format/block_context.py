@@ -129,10 +129,10 @@ def decode(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
     try:
         if len(data) < 3 or data[:2] != _MAGIC:
             raise BundleContentError("coefficient stream has a bad header")
+        if data[2:3] == b"\x02":
+            return _decode_tables(data[3:], k, rows, cols).reshape(k, n)
         if data[2:3] == b"\x00":
             out = decode_ints(data[3:], shape=(k, n), dtype=np.int64)
-        elif data[2:3] == b"\x02":
-            out = _decode_tables(data[3:], k, rows, cols).reshape(k, n)
         elif data[2:3] == b"\x01":
             out = _decode_context(data[3:], k, rows, cols).reshape(k, n)
         else:
@@ -169,7 +169,7 @@ def _decode_tables(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
         or np.abs(escapes).max(initial=0) > _INT32_MAX
     ):
         raise BundleContentError("coefficient stream is truncated or corrupt")
-    out = np.empty((k, rows, cols), np.int64)
+    out = np.empty((k, rows, cols), np.int32)  # every value checked on the way
     activity = np.zeros((rows, cols), np.int64)
     used = 0
     with stream_errors("coefficient stream"):
@@ -191,7 +191,11 @@ def _decode_tables(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
                 raise BundleContentError("coefficient stream decodes out of range")
             sym = sym.reshape(rows, cols)
             activity += np.abs(sym)
-            out[i] = _unmed(sym) if flags[i] >> 4 else sym
+            if flags[i] >> 4:
+                sym = _unmed(sym)
+                if np.abs(sym).max(initial=0) > _INT32_MAX:
+                    raise BundleContentError("coefficient stream decodes out of range")
+            out[i] = sym
         if not dec.maybe_exhausted() or used != len(escapes):
             raise BundleContentError("coefficient stream is truncated or corrupt")
     return out
