@@ -110,11 +110,7 @@ def encode(coef: np.ndarray, rows: int, cols: int) -> bytes:
             if values.size:
                 _tables.encode(enc, values, int(level), escapes)
         activity += np.abs(sym)
-    esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
-    side += struct.pack("<I", len(esc)) + esc.astype("<i8").tobytes()
-    words = enc.get_compressed().astype("<u4")
-    side += struct.pack("<I", len(words))
-    return _MAGIC + b"\x02" + bytes(side) + words.tobytes()
+    return _MAGIC + b"\x02" + bytes(side) + _tables.pack_tail(enc, escapes)
 
 
 def decode(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
@@ -153,29 +149,18 @@ def _decode_tables(data: bytes, k: int, rows: int, cols: int) -> np.ndarray:
     heads = np.frombuffer(data[: 3 * k], np.uint8).reshape(k, 3)
     flags = heads[:, 0]
     base = heads[:, 1].astype(np.int64) | (heads[:, 2].astype(np.int64) << 8)
-    pos = 3 * k
-    (n_esc,) = struct.unpack("<I", data[pos : pos + 4])
-    pos += 4
-    escapes = np.frombuffer(data[pos : pos + 8 * n_esc], "<i8").astype(np.int64)
-    pos += 8 * n_esc
-    (n_words,) = struct.unpack("<I", data[pos : pos + 4])
-    pos += 4
+    escapes, words = _tables.unpack_tail(data, 3 * k, _INT32_MAX, "coefficient stream")
     if (
-        len(escapes) != n_esc
-        or len(data) - pos != 4 * n_words
-        or np.any(flags & 0x0F >= len(_OFFSETS))
+        np.any(flags & 0x0F >= len(_OFFSETS))
         or np.any(flags >> 4 > 1)
         or np.any(base > _tables.MAX_LEVEL)
-        or np.abs(escapes).max(initial=0) > _INT32_MAX
     ):
         raise BundleContentError("coefficient stream is truncated or corrupt")
     out = np.empty((k, rows, cols), np.int32)  # every value checked on the way
     activity = np.zeros((rows, cols), np.int64)
     used = 0
     with stream_errors("coefficient stream"):
-        dec = constriction.stream.queue.RangeDecoder(
-            np.frombuffer(data[pos:], "<u4").astype(np.uint32)
-        )
+        dec = constriction.stream.queue.RangeDecoder(words)
         for i in range(k):
             cls = _classes(activity).ravel()
             sym = np.empty(rows * cols, np.int64)

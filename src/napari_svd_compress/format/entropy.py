@@ -365,11 +365,7 @@ def _laplace_encode(arr: np.ndarray) -> bytes | None:
             row = np.diff(row)
         if row.size:
             _tables.encode(enc, row - loc[i], int(levels[i]), escapes)
-    esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
-    side += struct.pack("<I", len(esc)) + esc.astype("<i8").tobytes()
-    words = enc.get_compressed().astype("<u4")
-    side += struct.pack("<I", len(words))
-    return bytes(side) + words.tobytes()
+    return bytes(side) + _tables.pack_tail(enc, escapes)
 
 
 def _tables_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -393,17 +389,7 @@ def _tables_decode(body: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.n
         if level > _tables.MAX_LEVEL or abs(loc) >= _MAX_VALUE or abs(first) >= _MAX_VALUE:
             raise BundleContentError("an entropy-coded payload has out-of-range models")
         params.append((bool(head & 1), loc, first, level))
-    (n_esc,) = struct.unpack("<I", body[pos : pos + 4])
-    pos += 4
-    escapes = np.frombuffer(body[pos : pos + 8 * n_esc], "<i8").astype(np.int64)
-    pos += 8 * n_esc
-    (n_words,) = struct.unpack("<I", body[pos : pos + 4])
-    pos += 4
-    if len(escapes) != n_esc or len(body) - pos != 4 * n_words:
-        raise BundleContentError("an entropy-coded payload is truncated or corrupt")
-    if np.abs(escapes).max(initial=0) >= 4 * _MAX_VALUE:
-        raise BundleContentError("an entropy-coded payload has out-of-range escapes")
-    words = np.frombuffer(body[pos:], "<u4").astype(np.uint32)
+    escapes, words = _tables.unpack_tail(body, pos, 4 * _MAX_VALUE - 1, "an entropy-coded payload")
     out = np.empty((n_rows, n), np.int64)
     used = 0
     with stream_errors("an entropy-coded payload"):

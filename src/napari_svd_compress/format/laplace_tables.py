@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 import threading
 
 import numpy as np
+
+from ..errors import BundleContentError
 
 # round(exp(-1 / (0.04 * 2**(j/3))) * 2**24): the ratio of successive weights of the
 # discrete Laplace of grid index j (written out: no platform's exp is involved).
@@ -158,6 +161,34 @@ def decode(dec, count: int, level: int, escapes: np.ndarray, used: int) -> tuple
     if n_esc:
         values[esc] = escapes[used : used + n_esc]
     return values, used + n_esc
+
+
+def pack_tail(enc, escapes: list[np.ndarray]) -> bytes:
+    """The end of a version-3 stream: the escaped values (uint32 LE count, int64 LE
+    values), then the range coder's words (uint32 LE count, uint32 LE words)."""
+    esc = np.concatenate(escapes) if escapes else np.zeros(0, np.int64)
+    words = enc.get_compressed().astype("<u4")
+    return (
+        struct.pack("<I", len(esc))
+        + esc.astype("<i8").tobytes()
+        + struct.pack("<I", len(words))
+        + words.tobytes()
+    )
+
+
+def unpack_tail(data: bytes, pos: int, bound: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """The escapes (int64) and words (uint32) of :func:`pack_tail` output at ``pos``,
+    which must end ``data``; escapes beyond ``bound`` in magnitude are refused."""
+    (n_esc,) = struct.unpack("<I", data[pos : pos + 4])
+    escapes = np.frombuffer(data[pos + 4 : pos + 4 + 8 * n_esc], "<i8").astype(np.int64)
+    pos += 4 + 8 * n_esc
+    (n_words,) = struct.unpack("<I", data[pos : pos + 4])
+    pos += 4
+    if len(escapes) != n_esc or len(data) - pos != 4 * n_words:
+        raise BundleContentError(f"{what} is truncated or corrupt")
+    if np.abs(escapes).max(initial=0) > bound:
+        raise BundleContentError(f"{what} has out-of-range escapes")
+    return escapes, np.frombuffer(data[pos:], "<u4").astype(np.uint32)
 
 
 @functools.cache
