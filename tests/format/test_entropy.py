@@ -147,3 +147,24 @@ def test_quick_falls_back_to_raw_on_incompressible_bytes():
     coded = encode_ints(arr, methods=("raw", "zlib"), quick=True)
     assert coder_name(coded) == "raw"
     np.testing.assert_array_equal(decode_ints(coded, shape=arr.shape, dtype=np.uint8), arr)
+
+
+def test_laplace_streams_of_version_3_use_integer_tables_and_keep_every_value():
+    rng = np.random.default_rng(5)
+    rows = np.rint(rng.laplace(0, 4, (6, 900))).astype(np.int64)
+    rows[1] = np.cumsum(rows[1])  # a smooth row: coded as differences
+    rows[2] += 1 << 40  # far from zero: an integer location
+    rows[3, ::97] = (1 << 44) * np.sign(rng.standard_normal(10))  # escapes
+    rows[4] = np.rint(rng.laplace(0, 3e6, 900))  # wide: a level with low bits
+    rows[5] = 0
+    coded = encode_ints(rows, methods=("laplace",))
+    assert coded[2] == 4 and coder_name(coded) == "laplace"
+    np.testing.assert_array_equal(decode_ints(coded, rows.shape, np.int64), rows)
+
+
+def test_laplace_streams_with_trailing_or_missing_words_are_refused():
+    values = np.rint(np.random.default_rng(6).laplace(0, 5, (4, 500))).astype(np.int32)
+    coded = encode_ints(values, methods=("laplace",))
+    for bad in (coded + b"\0\0\0\0", coded[:-4], coded[:-1]):
+        with pytest.raises(BundleContentError):
+            decode_ints(bad, values.shape, np.int32)
