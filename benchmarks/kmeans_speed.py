@@ -16,26 +16,15 @@ import importlib.util
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import napari_svd_compress as nsc
 from napari_svd_compress import registry
 
-
-def t0(image: np.ndarray) -> float:
-    rng = np.random.default_rng(0)
-    total = 0.0
-    for c in range(image.shape[-1]):
-        x = image[..., c].astype(np.float32) / np.float32(255)
-        omega = rng.standard_normal((x.shape[1], 75), dtype=np.float32)
-        t = time.perf_counter()
-        q = x @ omega
-        for _ in range(3):
-            q = x @ (x.T @ q)
-        _ = q.T @ x
-        total += time.perf_counter() - t
-    return total
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import _t0  # the same T0 as the methods table
 
 
 def _load(name: str, path: str):
@@ -69,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, list[float]]] = {n: {} for n in [*codecs, "T0"]}
     figures = {}
     for _ in range(args.repeats):
-        rows["T0"].setdefault("s", []).append(t0(image))
+        rows["T0"].setdefault("s", []).append(_t0(image))
         for name, codec in codecs.items():
             registry.register(codec)
             t = time.perf_counter()

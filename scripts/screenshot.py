@@ -30,24 +30,33 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance()
     widget.set_method("svd")
     widget.set_param("rank", args.rank)
-    widget.compress()
-    deadline = time.monotonic() + 300
-    while widget.running and time.monotonic() < deadline:
-        app.processEvents()
-        time.sleep(0.02)
-    if widget.running or not widget.runs:
+    if not compress_and_wait(widget, app) or not widget.runs:
         print("the compression did not finish", file=sys.stderr)
         return 1
     # Show the original beside the result: hide nothing, but select the result's table row.
-    for _ in range(50):  # let the new layer draw
+    save(viewer, app, Path(args.out))
+    return 0
+
+
+def compress_and_wait(widget, app, seconds: float = 300) -> bool:
+    """Click Compress and run the event loop until the run ends; whether it did."""
+    widget.compress()
+    deadline = time.monotonic() + seconds
+    while widget.running and time.monotonic() < deadline:
         app.processEvents()
         time.sleep(0.02)
-    out = Path(args.out)
+    return not widget.running
+
+
+def save(viewer, app, out: Path) -> None:
+    """Let the canvas draw for a second, save the window to ``out`` and close it."""
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.02)
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(out), canvas_only=False)
     viewer.close()
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":  # the guard also keeps the compression process from re-running it

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+
+from screenshot import compress_and_wait, save
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     widget.set_method("svd")
     for rank in ranks:
         widget.set_param("rank", rank)
-        widget.compress()
-        deadline = time.monotonic() + 300
-        while widget.running and time.monotonic() < deadline:
-            app.processEvents()
-            time.sleep(0.02)
-        if widget.running:
+        if not compress_and_wait(widget, app):
             print("the compression did not finish", file=sys.stderr)
             return 1
     widget.select_runs(widget.runs)
@@ -54,14 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Compare showed nothing", file=sys.stderr)
         return 1
     viewer.reset_view()
-    for _ in range(50):  # let the grid draw
-        app.processEvents()
-        time.sleep(0.02)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out), canvas_only=False)
-    viewer.close()
-    print(f"wrote {out}")
+    save(viewer, app, Path(args.out))
     return 0
 
 

@@ -984,7 +984,7 @@ def _decode_blocks(meta: Mapping[str, Any], payloads: Mapping[str, bytes], shape
             _exact.basis_integers(basis, b, c), gains, wq, step, qmean, b, c, *shift
         )
         coef = _block_context.decode(_get(payloads, "coef"), k, nr, nc)
-        plan.check_reconstruction(coef)
+        plan.check_reconstruction(_exact.row_max(coef))
         workers = _workers(None)
         run = _runner(workers)
         out = _exact.reconstruct(plan, coef, (hp, wp, c), run)

@@ -79,7 +79,7 @@ def _check_range(value: Any, lo_hi: tuple[int, int], what: str) -> int:
     return value
 
 
-def _row_max(a: np.ndarray) -> list[int]:
+def row_max(a: np.ndarray) -> list[int]:
     """Per row, the largest magnitude as a Python int (``a`` holds integers)."""
     if a.size == 0:
         return [0] * a.shape[0]
@@ -172,12 +172,13 @@ class BlocksPlan:
         self.mq = _max_int(self.qmean)
         if not (np.all(np.abs(self.u) <= LIMIT) and np.all(np.abs(self.pt) <= LIMIT)):
             raise _refuse("the basis")
-        self.mu = _row_max(self.u)
+        self.mu = row_max(self.u)
 
-    def check_reconstruction(self, coef: np.ndarray) -> None:
-        """Refuse unless ``sum_i max|coef_i| max|U_i| + max|qmean| 2^(e-12) <= 2^53``."""
-        mc = _row_max(np.asarray(coef))
-        bound = sum(x * y for x, y in zip(mc, self.mu, strict=True))
+    def check_reconstruction(self, coef_max: list[int]) -> None:
+        """Refuse unless ``sum_i max|coef_i| max|U_i| + max|qmean| 2^(e-12) <= 2^53``;
+        ``coef_max`` is :func:`row_max` of the coefficients (one pass over them, however
+        many exponents are tried)."""
+        bound = sum(x * y for x, y in zip(coef_max, self.mu, strict=True))
         if bound + (self.mq << (self.e - MEAN_BITS)) > LIMIT:
             raise _refuse("the reconstruction")
 
@@ -246,10 +247,11 @@ def choose_exponents(
         return _passes(lambda: plan(E_RANGE[0], g).check_deblock(0))
 
     g = _largest(-60, 60, g_ok)
+    coef_max = row_max(np.asarray(coef))
 
     def e_check(e: int) -> None:
         p = plan(e, g)
-        p.check_reconstruction(coef)
+        p.check_reconstruction(coef_max)
         if shifts:
             p.check_deblock(shifts)
 
@@ -455,7 +457,7 @@ def rows_plane(
     ``U = rint(basis f64(step / gain) 2^e)``; refuses sums that could pass 2^53."""
     _check_range(e, E_RANGE, "e")
     u = rows_basis(basis, gains, step, e)
-    check_rows(u, coef, qmean, e)
+    check_rows(u, row_max(np.asarray(coef)), qmean, e)
     s = coef.T.astype(np.float64) @ u
     s += np.asarray(qmean, np.float64) * _pow2(e - MEAN_BITS)
     s *= _pow2(-e)
@@ -467,10 +469,12 @@ def rows_basis(basis: np.ndarray, gains: np.ndarray, step: float, e: int) -> np.
     return np.rint(np.ldexp(np.asarray(basis, np.float64) * t[:, None], e))
 
 
-def check_rows(u: np.ndarray, coef: np.ndarray, qmean: np.ndarray, e: int) -> None:
+def check_rows(u: np.ndarray, coef_max: list[int], qmean: np.ndarray, e: int) -> None:
+    """Refuse a ``rows`` channel whose exact sum could pass 2^53 (``coef_max``:
+    :func:`row_max` of its coefficients)."""
     if not np.all(np.abs(u) <= LIMIT):
         raise _refuse("the basis")
-    bound = sum(x * y for x, y in zip(_row_max(coef), _row_max(u), strict=True))
+    bound = sum(x * y for x, y in zip(coef_max, row_max(u), strict=True))
     if bound + (_max_int(np.asarray(qmean)) << (e - MEAN_BITS)) > LIMIT:
         raise _refuse("the reconstruction")
 
@@ -480,7 +484,9 @@ def choose_rows_exponent(
 ) -> int:
     """The writer's ``e`` of a ``rows`` channel: the largest passing :func:`check_rows`."""
 
+    coef_max = row_max(np.asarray(coef))
+
     def ok(e: int) -> bool:
-        return _passes(lambda: check_rows(rows_basis(basis, gains, step, e), coef, qmean, e))
+        return _passes(lambda: check_rows(rows_basis(basis, gains, step, e), coef_max, qmean, e))
 
     return _largest(E_RANGE[0], 120, ok)

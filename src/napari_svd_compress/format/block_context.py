@@ -34,7 +34,6 @@ from .entropy import decode_ints, encode_ints, stream_errors
 _MAGIC = b"C1"
 _MAX_SPAN = 1 << 22
 _MIN_SCALE = 0.02
-_F16_MAX = 60000.0
 # Activity classes: 0 is "nothing coded around here yet"; then the activity relative to
 # its mean over the image, split at these fractions (numerator, denominator).
 _EDGES = ((1, 8), (1, 4), (1, 2), (1, 1), (2, 1), (4, 1))

@@ -29,12 +29,11 @@ import numpy as np
 
 from ...errors import BundleContentError
 from ...format import laplace_tables as _tables
-from ...format.block_context import _OFFSETS, _classes
+from ...format.block_context import _CLASSES, _OFFSETS, _classes
 from ...format.entropy import decode_ints, encode_ints, stream_errors
 
 GRID = _tables.GRID
 _MAX_RADIUS = _tables.MAX_RADIUS
-_CLASSES = 8
 
 _lock = threading.Lock()
 _costs: dict[int, np.ndarray] = {}
