@@ -21,3 +21,22 @@ def replace_section(path: str | Path, marker: str, lines: list[str]) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n"
     atomic_write(out, text.encode())
+
+
+def machine() -> str:
+    """``"x86_64 (CPU model), N logical CPUs"``: which machine a table was measured on
+    (T0 ratios move with the CPU: its matmul rate against its other rates)."""
+    import os
+    import platform
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    model = model or platform.processor()
+    cpu = f"{platform.machine()} ({model})" if model else platform.machine()
+    return f"{cpu}, {os.cpu_count()} logical CPUs"

@@ -217,7 +217,7 @@ def test_public_factor_decoding_matches_decode(gray):
         svd.check_entry({"rank": 3}, min(h, w))
 
 
-def test_version2_sum_is_exact_integer_arithmetic(gray):
+def test_version2_sum_is_exact_integer_arithmetic(gray, monkeypatch):
     """Format version 2: the reconstruction is the exact integer sum of the products
     scaled by 2^-shift, then rounded once to float32 (no BLAS order in it), and any tile
     of it has the bits of the whole plane."""
@@ -244,6 +244,10 @@ def test_version2_sum_is_exact_integer_arithmetic(gray):
     np.testing.assert_array_equal(whole, want)
     region = svd.decode_region(meta, {"svd": data_}, (h, w, 1))
     np.testing.assert_array_equal(region(5, 40, 7, 33, 1)[..., 0], want[5:40, 7:33])
+    # Scaling by 2^-shift after the sum (where the shift is too negative to fold into the
+    # weights) gives the same bits as folding it.
+    monkeypatch.setattr(svd, "_FOLD_MIN_SHIFT", shift + 1)
+    np.testing.assert_array_equal(svd.reconstruct_rows(qu, qv, amp, step, shift=shift), want)
     # A shift whose weights could carry the sum past 2^53 is refused.
     bad = {**entry, "shift": shift + 2}
     with pytest.raises(BundleContentError, match="exact sum"):

@@ -92,7 +92,9 @@ def pixel_digest(data: Any) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def layer_entry(bundle: bytes, data: Any, **extra: Any) -> dict[str, Any]:
+def layer_entry(
+    bundle: bytes, data: Any, *, digest: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """The plugin's entry in ``layer.metadata`` for a layer that shows ``bundle`` decoded.
 
     JSON-safe: the bundle is base64 text, and it comes with the proof that the layer's
@@ -106,6 +108,8 @@ def layer_entry(bundle: bytes, data: Any, **extra: Any) -> dict[str, Any]:
         The bundle the layer was decoded from.
     data : array_like
         The decoded image, as put in the layer (level 0 of a pyramid).
+    digest : str, optional
+        :func:`pixel_digest` of ``data`` if already computed (off the GUI thread).
     **extra
         More entries (``manifest``, ``figures``, ``source``, ...), made JSON-safe.
     """
@@ -114,7 +118,7 @@ def layer_entry(bundle: bytes, data: Any, **extra: Any) -> dict[str, Any]:
     if name is not None:
         entry["dask_name"] = name
     else:
-        entry["digest"] = pixel_digest(data)
+        entry["digest"] = digest or pixel_digest(data)
     entry.update(json_safe(extra))
     return entry
 

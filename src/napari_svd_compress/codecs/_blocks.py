@@ -38,6 +38,7 @@ the files written so.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -617,7 +618,7 @@ def _deblock(
     unit = (nc + 1) * ctx.k * ctx.d
     runs: list[list[int]] = []
     for r0, r1 in _bands(nr, nc + 1):
-        fast = ctx.k >= 2 and (r1 - r0 + 1) * unit > _GEMM_SAFE
+        fast = ctx.k >= 2 and (r1 - r0 + 1) * unit > _GEMM_SAFE and _gemm_rows_round_alike()
         if fast and runs and runs[-1][0] and runs[-1][2] == r0:
             runs[-1][2] = r1
         else:
@@ -662,12 +663,40 @@ def _deblock(
 
 # Products of more multiply-adds than this (m * n * k) stay on OpenBLAS's large-matrix
 # kernel, whose rounding of an element does not depend on the other rows; it switches to
-# other kernels at 1e6 (measured: all sizes agree above 1.8e6, see tests/codecs/test_pca.py).
+# other kernels at 1e6 (measured on Intel: all sizes agree above 1.8e6; where no size does,
+# _gemm_rows_round_alike turns the banded paths off).
 _GEMM_SAFE = 2_000_000
 # Blocks per band of the deblocking filter's fast path (about 2 MB per buffer).
 _DEBLOCK_BAND = 3000
 # Blocks per band of the encoder's projection.
 _SMALL_BAND = 4096
+
+
+@functools.cache
+def _gemm_rows_round_alike() -> bool:
+    """Whether this BLAS rounds each row of a float32 product above ``_GEMM_SAFE``
+    multiply-adds the same whatever the other rows, and a mean appended as the last basis
+    vector as one addition after the product: what the banded decoding paths rely on.
+
+    Measured once per process (about 0.1 s): OpenBLAS on some CPUs (AMD Zen) rounds a
+    row by its place in the product's row blocks at every size, and the banded paths
+    then give way to the first version's bands, which define the rounding.
+    """
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((6000, 192)).astype(np.float32)
+    for k in (2, 15, 50):
+        b = rng.standard_normal((192, k)).astype(np.float32)
+        full = a @ b
+        rows = -(-(_GEMM_SAFE + 1) // (192 * k))
+        for start in (0, 7, 3001):
+            if not np.array_equal(a[start : start + rows] @ b, full[start : start + rows]):
+                return False
+        v = rng.standard_normal((k, 192)).astype(np.float32)
+        co = np.ones((len(full), k + 1), np.float32)
+        co[:, :k] = full
+        if not np.array_equal(co @ np.vstack([v, v[0]]), full @ v + v[0]):
+            return False
+    return True
 
 
 def _runner(workers: int) -> Callable[[Callable[[Any], None], list[Any]], None]:
@@ -1033,6 +1062,7 @@ def _reconstruct(
     mean5 = mean32.reshape(b, 1, b, c)
     bands = _bands(nr, nc)
     safe = k >= 2 and all((r1 - r0) * nc * k * d > _GEMM_SAFE for r0, r1 in bands)
+    safe = safe and _gemm_rows_round_alike()
     if safe:
         bands = _small_bands(nr, nc, k, d)
 

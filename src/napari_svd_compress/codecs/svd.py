@@ -279,22 +279,33 @@ def reconstruct_rows(
     """
     r1 = qu.shape[1] if r1 is None else r1
     c1 = qv.shape[1] if c1 is None else c1
-    out = np.zeros((r1 - r0, c1 - c0), np.float32)
     if len(amp) == 0:
-        return out
+        return np.zeros((r1 - r0, c1 - c0), np.float32)
+    out = np.empty((r1 - r0, c1 - c0), np.float32)
+    scale = 0  # power of two applied to each band after the sum
     if shift is None:
         weights = step * step / amp.astype(np.float64)
+    elif shift >= _FOLD_MIN_SHIFT:
+        # 2^-shift folded into the weights: every product and partial sum is the exact
+        # integer times 2^-shift, still a normal float64, so the sum is the same bits as
+        # scaling afterwards (np.ldexp, a libm call per value, was most of the decode).
+        weights = np.ldexp(_weights(amp, step, shift), -shift)
     else:
-        weights = _weights(amp, step, shift)
+        weights, scale = _weights(amp, step, shift), -shift
     left = qu[:, r0:r1].T.astype(np.float64) * weights
     right = qv[:, c0:c1].astype(np.float64)
-    for start in range(0, r1 - r0, _DECODE_ROWS):
-        band = left[start : start + _DECODE_ROWS] @ right
-        if shift is not None:
-            # Exact integers times a power of two: exact, then one rounding to float32.
-            band = np.ldexp(band, -shift)
-        out[start : start + _DECODE_ROWS] = band
+    # Bands of a few MB: the float64 band is cast to float32 while still in cache.  Version
+    # 1 keeps the bands it was written with: its rounding may depend on them.
+    rows = max(1, _DECODE_BAND_VALUES // max(c1 - c0, 1)) if shift is not None else _DECODE_ROWS
+    for start in range(0, r1 - r0, rows):
+        band = left[start : start + rows] @ right
+        out[start : start + rows] = np.ldexp(band, scale) if scale else band
     return out
+
+
+# Below this shift, 2^-shift times 2^53 would overflow float64 (see reconstruct_rows).
+_FOLD_MIN_SHIFT = 53 - 1023
+_DECODE_BAND_VALUES = 1 << 19
 
 
 def _ranks_for(rule: str, value: Any, chans: list[_Channel], chroma: float, ycc: bool) -> list[int]:

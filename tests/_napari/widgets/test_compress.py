@@ -167,6 +167,10 @@ def test_save_both_writers_and_export_csv(viewer_widget, qtbot, tmp_path, rgb_im
     widget.set_param("rank", 6)
     _run(widget, qtbot)
     run = widget.runs[-1]
+    # The proof that the layer shows the bundle, hashed by the job off the GUI thread.
+    from napari_svd_compress._napari.writer import pixel_digest
+
+    assert run.layer.metadata[META_KEY]["digest"] == pixel_digest(run.layer.data)
     svdz = tmp_path / "result.svdz"
     assert widget.save_result(svdz) == [str(svdz)]
     # The file on disk is the one whose size the widget showed.

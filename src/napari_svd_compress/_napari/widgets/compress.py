@@ -42,6 +42,7 @@ from ... import registry
 from ...errors import SVDCompressError
 from ..worker import CannotSend, CompressProcess, JobOutcome, run_job
 from ..worker import shared as shared_process
+from ..writer import pixel_digest
 from .compare import Comparison
 from .job import JobContext, JobPanel, JobRunner
 from .layer_picker import LayerPicker
@@ -377,7 +378,9 @@ class CompressWidget(QWidget):
             except MemoryError:
                 errors = None
                 log.warning("no error map: not enough memory")
-            return JobOutcome.done((outcome.value, errors, layer))
+            # Hashed here, not on the GUI thread: 50 ms for 24 megapixels of RGB.
+            digest = pixel_digest(outcome.value.image)
+            return JobOutcome.done((outcome.value, errors, layer, digest))
 
         return self.jobs.start(
             job,
@@ -385,9 +388,9 @@ class CompressWidget(QWidget):
             status=f"compressing {layer.name!r} with {method}…",
         )
 
-    def _on_compressed(self, value: tuple[Result, Any, Image]) -> None:
-        result, errors, source = value
-        run, steps = add_result(self.viewer, result, source, errors)
+    def _on_compressed(self, value: tuple[Result, Any, Image, str]) -> None:
+        result, errors, source, digest = value
+        run, steps = add_result(self.viewer, result, source, errors, digest)
         run.extra["source_layer"] = source
         self.runs.append(run)
         self._append_row(run)

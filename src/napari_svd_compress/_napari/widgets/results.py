@@ -152,6 +152,7 @@ def add_result(
     result: Result,
     source: Image,
     error_map: ErrorMap | np.ndarray | None = None,
+    digest: str | None = None,
 ) -> tuple[Run, list[Callable[[], Any]]]:
     """Add ``result`` as a hidden layer over ``source``; return its run and the steps left.
 
@@ -169,7 +170,8 @@ def add_result(
     steps : list of callable
 
     ``error_map`` is an :class:`ErrorMap` (:func:`error_map`), or a plain
-    ``|difference|`` array as :func:`difference` returns it.
+    ``|difference|`` array as :func:`difference` returns it; ``digest`` the image's
+    :func:`~napari_svd_compress._napari.writer.pixel_digest`, if the job computed it.
     """
     figures = result.figures()
     name = f"{source.name} [{result.label}]"
@@ -179,6 +181,7 @@ def add_result(
         META_KEY: layer_entry(
             result.bundle,
             result.image,
+            digest=digest,
             figures=figures,
             source_layer=source.name,
             label=result.label,
