@@ -617,8 +617,9 @@ def _deblock(
     nr, nc = out.shape[0] // b, out.shape[1] // b
     unit = (nc + 1) * ctx.k * ctx.d
     runs: list[list[int]] = []
+    banded = ctx.k >= 2 and _gemm_rows_round_alike()
     for r0, r1 in _bands(nr, nc + 1):
-        fast = ctx.k >= 2 and (r1 - r0 + 1) * unit > _GEMM_SAFE and _gemm_rows_round_alike()
+        fast = banded and (r1 - r0 + 1) * unit > _GEMM_SAFE
         if fast and runs and runs[-1][0] and runs[-1][2] == r0:
             runs[-1][2] = r1
         else:
@@ -1061,8 +1062,11 @@ def _reconstruct(
     # The mean in the plane's layout (block row, y, block column, x, channel).
     mean5 = mean32.reshape(b, 1, b, c)
     bands = _bands(nr, nc)
-    safe = k >= 2 and all((r1 - r0) * nc * k * d > _GEMM_SAFE for r0, r1 in bands)
-    safe = safe and _gemm_rows_round_alike()
+    safe = (
+        k >= 2
+        and all((r1 - r0) * nc * k * d > _GEMM_SAFE for r0, r1 in bands)
+        and _gemm_rows_round_alike()
+    )
     if safe:
         bands = _small_bands(nr, nc, k, d)
 

@@ -282,7 +282,7 @@ def reconstruct_rows(
     if len(amp) == 0:
         return np.zeros((r1 - r0, c1 - c0), np.float32)
     out = np.empty((r1 - r0, c1 - c0), np.float32)
-    scale = 0  # power of two applied to each band after the sum
+    exponent = 0  # of the power of two applied to each band after the sum
     if shift is None:
         weights = step * step / amp.astype(np.float64)
     elif shift >= _FOLD_MIN_SHIFT:
@@ -291,7 +291,7 @@ def reconstruct_rows(
         # scaling afterwards (np.ldexp, a libm call per value, was most of the decode).
         weights = np.ldexp(_weights(amp, step, shift), -shift)
     else:
-        weights, scale = _weights(amp, step, shift), -shift
+        weights, exponent = _weights(amp, step, shift), -shift
     left = qu[:, r0:r1].T.astype(np.float64) * weights
     right = qv[:, c0:c1].astype(np.float64)
     # Bands of a few MB: the float64 band is cast to float32 while still in cache.  Version
@@ -299,7 +299,7 @@ def reconstruct_rows(
     rows = max(1, _DECODE_BAND_VALUES // max(c1 - c0, 1)) if shift is not None else _DECODE_ROWS
     for start in range(0, r1 - r0, rows):
         band = left[start : start + rows] @ right
-        out[start : start + rows] = np.ldexp(band, scale) if scale else band
+        out[start : start + rows] = np.ldexp(band, exponent) if exponent else band
     return out
 
 
