@@ -50,3 +50,29 @@ def test_randomized_matches_exact_on_a_decaying_spectrum():
     _, s, _ = _linalg.truncated_svd(x, 20, method="randomized")
     s_ref = np.linalg.svd(x.astype(np.float64), compute_uv=False)[:20]
     np.testing.assert_allclose(s, s_ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_orth_is_an_orthonormal_basis_of_the_same_span(dtype):
+    a = _matrix(600, 40)[:, :40].astype(dtype)  # condition number about 3e3
+    q = _linalg._orth(a)
+    assert q.shape == a.shape and q.dtype == a.dtype
+    q64 = q.astype(np.float64)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(q64.T @ q64, np.eye(40), atol=tol)
+    # a = q (q^T a): the columns of a lie in the span of q.
+    a64 = a.astype(np.float64)
+    np.testing.assert_allclose(q64 @ (q64.T @ a64), a64, atol=50 * tol * np.abs(a64).max())
+
+
+def test_orth_of_a_rank_deficient_sample_falls_back_to_the_svd(monkeypatch):
+    a = np.outer(np.arange(1, 301), np.ones(12)).astype(np.float32)  # rank 1
+    calls = []
+    svd = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda *x, **k: calls.append(1) or svd(*x, **k))
+    q = _linalg._orth(a)
+    assert calls  # Cholesky failed or left the basis far from orthonormal
+    np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-5)
+    calls.clear()
+    _linalg._orth(_matrix(300, 12))
+    assert not calls  # a well-conditioned sample takes CholeskyQR2

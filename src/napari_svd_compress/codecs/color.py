@@ -25,6 +25,7 @@ _YCBCR_TO_RGB32 = np.array(
     ],
     dtype=np.float32,
 )
+_RGB_TO_YCBCR32 = _RGB_TO_YCBCR.astype(np.float32)
 _YCBCR_TO_RGB = _YCBCR_TO_RGB32.astype(np.float64)
 _OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float32)
 
@@ -33,13 +34,34 @@ COLOR_SPACES = ("rgb", "ycbcr")
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) float RGB in [0, 1] to YCbCr (float32, same layout)."""
-    out = rgb.astype(np.float32, copy=False) @ _RGB_TO_YCBCR.T.astype(np.float32)
-    out += _OFFSET
+    out = np.empty(rgb.shape, np.float32)
+    rgb_to_ycbcr_into(rgb, [out[..., j] for j in range(3)])
     return out
 
 
-def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rgb_to_ycbcr` (no clipping).
+def rgb_to_ycbcr_into(rgb: np.ndarray, planes: list[np.ndarray]) -> None:
+    """:func:`rgb_to_ycbcr` of ``rgb`` (..., 3) written into three arrays of its shape
+    less the last axis (the encoder's separate channel planes: no interleaved copy).
+
+    Elementwise in float32, per output channel ``(R m0 + G m1) + B m2 + offset``: a
+    matrix product with an inner dimension of 3 is several times slower in BLAS.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.float32:
+        rgb = rgb.astype(np.float32)
+    m = _RGB_TO_YCBCR32
+    scratch = np.empty(rgb.shape[:-1], np.float32)
+    for j, out in enumerate(planes):
+        np.multiply(rgb[..., 0], m[j, 0], out=out)
+        out += np.multiply(rgb[..., 1], m[j, 1], out=scratch)
+        out += np.multiply(rgb[..., 2], m[j, 2], out=scratch)
+        if _OFFSET[j]:
+            out += _OFFSET[j]
+
+
+def ycbcr_to_rgb(ycc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`rgb_to_ycbcr` (no clipping), into ``out`` if given (which may
+    be ``ycc`` itself).
 
     Normative arithmetic (every operation rounded to float32, none fused): with
     ``cb = Cb - 0.5`` and ``cr = Cr - 0.5``, channel ``j`` is
@@ -47,15 +69,17 @@ def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
     whose summation order (and use of fused multiply-adds) is BLAS's choice.
     """
     ycc = ycc.astype(np.float32, copy=False)
-    y = ycc[..., 0]
-    cb = ycc[..., 1] - _OFFSET[1]
-    cr = ycc[..., 2] - _OFFSET[2]
+    # Contiguous copies of the three inputs, so that ``out`` may overwrite them.
+    y = ycc[..., 0].copy()
+    cb = np.subtract(ycc[..., 1], _OFFSET[1])
+    cr = np.subtract(ycc[..., 2], _OFFSET[2])
     m = _YCBCR_TO_RGB32
-    out = np.empty(ycc.shape, np.float32)
+    out = np.empty(ycc.shape, np.float32) if out is None else out
+    t = np.empty_like(y)
     for j in range(3):
-        t = np.multiply(y, m[j, 0], out=out[..., j])
-        t += cb * m[j, 1]
-        t += cr * m[j, 2]
+        o = np.multiply(y, m[j, 0], out=out[..., j])
+        o += np.multiply(cb, m[j, 1], out=t)
+        o += np.multiply(cr, m[j, 2], out=t)
     return out
 
 

@@ -33,7 +33,7 @@ from ..format.bundle import member_overhead
 from ..format.entropy import decode_ints, encode_ints
 from ..registry import Codec, Container, Encoded, Param, register
 from . import _blocks, _linalg
-from .color import COLOR_SPACES, from_space, to_space
+from .color import COLOR_SPACES, from_space, rgb_to_ycbcr_into, to_space, ycbcr_to_rgb
 
 _DECODE_ROWS = 1024
 RULES = ("rank", "percent", "energy", "target_psnr", "target_bpp")
@@ -857,17 +857,20 @@ _SPLIT_PIXELS = 1 << 16
 
 
 def _channels(plane: np.ndarray, space: str) -> list[_Channel]:
-    # Converted and split into contiguous channels band by band: a whole-plane YCbCr
-    # copy and three strided gathers from it cost more than the factorisation's first
-    # product.  The conversion is elementwise per pixel (a (W, 3) x (3, 3) product per
-    # image row), so bands give the same values as the whole plane.
+    # Converted into contiguous channels band by band: a whole-plane YCbCr copy and three
+    # strided gathers from it cost more than the factorisation's first product.  The
+    # conversion is per pixel, so bands give the same values as the whole plane.
     h, w, c = plane.shape
     out = [np.empty((h, w), np.float32) for _ in range(c)]
     rows = max(1, _SPLIT_PIXELS // max(w, 1))
     for r0 in range(0, h, rows):
-        band = to_space(plane[r0 : r0 + rows], space if space != "gray" else "rgb")
-        for i in range(c):
-            out[i][r0 : r0 + rows] = band[..., i]
+        band = plane[r0 : r0 + rows]
+        planes = [x[r0 : r0 + rows] for x in out]
+        if space == "ycbcr":
+            rgb_to_ycbcr_into(band, planes)
+        else:
+            for i, x in enumerate(planes):
+                x[...] = band[..., i]
     return [_Channel(x) for x in out]
 
 
@@ -1046,7 +1049,7 @@ def decode(
     out = np.empty((h, w, c), np.float32)
     for r0 in range(0, h, _DECODE_ROWS):
         r1 = min(r0 + _DECODE_ROWS, h)
-        out[r0:r1] = region(r0, r1, 0, w, 1)
+        region(r0, r1, 0, w, 1, out=out[r0:r1])
     return out
 
 
@@ -1110,21 +1113,23 @@ def _region(
             ]
         return coarse[step]
 
-    def region(r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+    def region(
+        r0: int, r1: int, c0: int, c1: int, step: int = 1, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        if out is None:
+            out = np.empty((r1 - r0, c1 - c0, c), np.float32)
         if step == 1 and ((c0, c1) == (0, w) or shifts[0] is not None):
             # Version 2 sums exactly: any tile has the bits of the whole plane.
-            out = np.empty((r1 - r0, c1 - c0, c), np.float32)
             for i, f in enumerate(factors):
                 out[..., i] = reconstruct_rows(*f, r0, r1, shift=shifts[i], c0=c0, c1=c1)
         else:
-            out = np.empty((r1 - r0, c1 - c0, c), np.float32)
             for i, (left, right) in enumerate(scaled(step)):
                 out[..., i] = left[:, r0:r1].T @ right[:, c0:c1]
         if space == "ycbcr":
             # In place, in cache-sized bands (per-pixel arithmetic: the same values).
             rows = max(1, _SPLIT_PIXELS // max(out.shape[1], 1))
             for s0 in range(0, out.shape[0], rows):
-                out[s0 : s0 + rows] = from_space(out[s0 : s0 + rows], space)
+                ycbcr_to_rgb(out[s0 : s0 + rows], out=out[s0 : s0 + rows])
         return out
 
     return region
