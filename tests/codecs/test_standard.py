@@ -76,3 +76,16 @@ def test_decode_rejects_wrong_format(rgb8):
         codec.decode({"format": "jpeg"}, {"file": webp}, rgb8.shape)
     with pytest.raises(BundleError):
         codec.decode({"format": "jpeg"}, {}, rgb8.shape)
+
+
+def test_unit_plane_to_8_bit_rounds_and_clips_like_the_formula():
+    from napari_svd_compress.codecs.standard import _to_uint8
+
+    # More values than one piece of the conversion, some outside [0, 1].
+    plane = np.random.default_rng(0).uniform(-0.2, 1.2, (300, 400, 3)).astype(np.float32)
+    plane[0, :4, 0] = [0.5 / 255, 1.5 / 255, 127.5 / 255, 1.0]
+    got = _to_uint8(plane)
+    assert got.dtype == np.uint8 and got.shape == plane.shape
+    np.testing.assert_array_equal(got, np.clip(np.rint(plane * 255.0), 0, 255).astype(np.uint8))
+    assert got[0, :4, 0].tolist() == [0, 2, 128, 255]  # halves to even
+    assert got.min() == 0 and got.max() == 255

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .._image import _BAND_PIXELS
 from ..errors import BundleContentError
 from ..format.native import decode_native, sniff
 from ..registry import Codec, Container, Encoded, Param, register
@@ -23,7 +24,20 @@ _FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 
 
 def _to_uint8(plane: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(plane * 255.0), 0, 255).astype(np.uint8)
+    """``clip(rint(plane * 255), 0, 255)`` as uint8, in cache-sized pieces: three
+    whole-plane float temporaries cost a 24-megapixel image 0.4 s (more in page faults
+    than in arithmetic)."""
+    out = np.empty(plane.shape, np.uint8)
+    src, dst = plane.reshape(-1), out.reshape(-1)
+    piece = _BAND_PIXELS * 4
+    buf = np.empty(min(piece, src.size), np.float32)
+    for s in range(0, src.size, piece):
+        b = buf[: min(piece, src.size - s)]
+        np.multiply(src[s : s + piece], np.float32(255.0), out=b)
+        np.rint(b, out=b)
+        np.clip(b, 0, 255, out=b)
+        dst[s : s + piece] = b
+    return out
 
 
 def _make_encode(
@@ -83,7 +97,8 @@ def file_decoder(
         scale = _SCALES.get(image.dtype.kind + str(image.dtype.itemsize))
         if scale is None:
             raise BundleContentError(f"{name}: the file decodes to {image.dtype}")
-        return (image.astype(np.float32) / np.float32(scale)).reshape(shape)
+        # One pass: the samples are cast to float32 as they are divided.
+        return np.divide(image, np.float32(scale), dtype=np.float32).reshape(shape)
 
     return decode
 
