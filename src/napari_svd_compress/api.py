@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from . import codecs as _codecs  # noqa: F401  (importing registers the built-in codecs)
 from . import metrics, registry
 from ._image import ImageSpec, from_unit, inspect, to_unit
+from ._threads import THREADS
 from .errors import (
     BundleContentError,
     BundleLimitError,
@@ -337,9 +339,11 @@ def compress_many(
     """Compress one image at several parameter sets of a method, sharing work.
 
     Yields, in order, what :func:`compress` would return for each set.  The image is
-    converted once, and a codec with ``encode_many`` (svd) shares its factorisation
-    between the sets; every result is still decoded from its own bundle and measured on
-    the whole image, with the bundle's real size.  Stacks are compressed set by set.
+    converted once, a codec with ``encode_many`` (svd, pca) shares its
+    factorisation or block transform between the sets, and baseline file
+    encoders (one thread each) encode the next sets on other threads while a result is
+    measured; every result is still decoded from its own bundle and measured on the
+    whole image, with the bundle's real size.  Stacks are compressed set by set.
 
     Parameters
     ----------
@@ -362,7 +366,7 @@ def compress_many(
     resolved = [codec.resolve(p) for p in param_sets]
     report = progress or (lambda f: None)
     spec = inspect(image, rgb=rgb, codec=codec)
-    if spec.n_planes > 1 or codec.encode_many is None or len(resolved) < 2:
+    if spec.n_planes > 1 or len(resolved) < 2:
         for i, params in enumerate(resolved):
             yield compress(
                 image,
@@ -375,13 +379,56 @@ def compress_many(
     original = spec.plane(image, ())
     unit, alpha = to_unit(original, spec)
     containers = [container_for(codec, p, spec) for p in resolved]
-    t0 = time.perf_counter()
-    encoded_sets = codec.encode_many(unit, [dict(p) for p in resolved], report, containers)
-    for params, encoded in zip(resolved, encoded_sets, strict=True):
-        enc_s = time.perf_counter() - t0
+    sets = [dict(p) for p in resolved]
+    if codec.encode_many is not None:
+        encoded_sets = _timed(codec.encode_many(unit, sets, report, containers))
+    else:
+        encoded_sets = _encode_each(codec, unit, sets, containers, report)
+    for params, (encoded, enc_s) in zip(resolved, encoded_sets, strict=True):
         plane = _measure(original, unit.shape, spec, codec, encoded, alpha, enc_s)
         yield make_result(codec, params, spec, [plane], image=plane.decoded)
+
+
+def _timed(encoded: Iterator[registry.Encoded]) -> Iterator[tuple[registry.Encoded, float]]:
+    """Each item with the seconds spent producing it (not those the consumer spends)."""
+    t0 = time.perf_counter()
+    for item in encoded:
+        yield item, time.perf_counter() - t0
         t0 = time.perf_counter()
+
+
+def _encode_each(
+    codec: registry.Codec,
+    unit: np.ndarray,
+    sets: list[dict[str, Any]],
+    containers: list[registry.Container],
+    report: ProgressFn,
+) -> Iterator[tuple[registry.Encoded, float]]:
+    """The sets encoded one by one, with their encoding seconds, in order.
+
+    Baseline file encoders (libjpeg, libwebp, ...) run on one thread and release the
+    GIL: those encode the next sets on other threads while a result is measured.
+    """
+    workers = min(THREADS, len(sets)) if codec.native else 1
+
+    def one(i: int) -> tuple[registry.Encoded, float]:
+        t0 = time.perf_counter()
+        encoded = codec.encode(unit, sets[i], lambda f: None, containers[i])
+        return encoded, time.perf_counter() - t0
+
+    if workers == 1:
+        for i in range(len(sets)):
+            yield one(i)
+            report((i + 1) / len(sets))
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        futures = [pool.submit(one, i) for i in range(len(sets))]
+        for i, future in enumerate(futures):
+            yield future.result()
+            report((i + 1) / len(sets))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def make_result(

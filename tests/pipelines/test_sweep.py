@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +170,34 @@ def test_command_line_writes_png_and_csv(rgb8, tmp_path):
         env={"PYTHONPATH": str(root)},
     )
     assert bad.returncode != 0
+
+
+@pytest.mark.parametrize("method", ["jpeg", "webp", "learned"])
+def test_sets_encoded_each_alone_equal_compress(rgb8, method, monkeypatch):
+    """Codecs without encode_many: the image converted once and, for baseline files,
+    the sets encoded on threads; each row is still what compress() alone gives."""
+    from napari_svd_compress import api, compress, registry
+
+    codec = registry.get(method)
+    name, values = codec.sweep
+    sets = [{name: v} for v in values[:3]]
+    threads = set()
+    encode = codec.encode
+
+    def spy(*args):
+        threads.add(threading.get_ident())
+        return encode(*args)
+
+    spied = dataclasses.replace(codec, encode=spy)
+    monkeypatch.setattr(registry, "get", lambda name: spied if name == method else codec)
+    done = []
+    rows = list(api.compress_many(rgb8, method, sets, progress=done.append))
+    monkeypatch.undo()
+    assert done[-1] == 1.0
+    for row, params in zip(rows, sets, strict=True):
+        alone = compress(rgb8, method, **params)
+        assert row.bundle == alone.bundle
+        assert row.psnr == alone.psnr and row.ssim == alone.ssim
+        assert row.encode_s > 0
+    main = threading.get_ident()
+    assert (main not in threads) == (codec.native is not None and api.THREADS > 1)
