@@ -34,3 +34,21 @@ def test_rgb_to_ycbcr_into_separate_planes_equals_interleaved():
     whole = color.rgb_to_ycbcr(rgb)
     for j in range(3):
         np.testing.assert_array_equal(planes[j], whole[..., j])
+
+
+@pytest.mark.parametrize("shape", [(300, 517, 3), (40, 3), (1, 1, 3)])
+def test_ycbcr_to_rgb_is_the_normative_float32_arithmetic(shape):
+    ycc = np.random.default_rng(3).uniform(-0.1, 1.1, shape).astype(np.float32)
+    m = color._YCBCR_TO_RGB32
+    f32 = np.float32
+    y, cb, cr = ycc[..., 0], ycc[..., 1] - f32(0.5), ycc[..., 2] - f32(0.5)
+    want = np.stack([(y * m[j, 0] + cb * m[j, 1]) + cr * m[j, 2] for j in range(3)], axis=-1)
+    assert want.dtype == np.float32
+    np.testing.assert_array_equal(color.ycbcr_to_rgb(ycc), want)
+    inplace = ycc.copy()
+    assert color.ycbcr_to_rgb(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, want)
+    planes = [np.ascontiguousarray(ycc[..., j]) for j in range(3)]
+    out = np.empty(shape, np.float32)
+    color.ycbcr_planes_to_rgb(*planes, out)
+    np.testing.assert_array_equal(out, want)

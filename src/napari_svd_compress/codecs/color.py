@@ -30,6 +30,8 @@ _YCBCR_TO_RGB = _YCBCR_TO_RGB32.astype(np.float64)
 _OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float32)
 
 COLOR_SPACES = ("rgb", "ycbcr")
+# Values per band of ycbcr_planes_to_rgb (a few hundred kB per temporary).
+_BAND_VALUES = 1 << 16
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -69,18 +71,32 @@ def ycbcr_to_rgb(ycc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     whose summation order (and use of fused multiply-adds) is BLAS's choice.
     """
     ycc = ycc.astype(np.float32, copy=False)
-    # Contiguous copies of the three inputs, so that ``out`` may overwrite them.
-    y = ycc[..., 0].copy()
-    cb = np.subtract(ycc[..., 1], _OFFSET[1])
-    cr = np.subtract(ycc[..., 2], _OFFSET[2])
-    m = _YCBCR_TO_RGB32
     out = np.empty(ycc.shape, np.float32) if out is None else out
-    t = np.empty_like(y)
-    for j in range(3):
-        o = np.multiply(y, m[j, 0], out=out[..., j])
-        o += np.multiply(cb, m[j, 1], out=t)
-        o += np.multiply(cr, m[j, 2], out=t)
+    v, o = (ycc[None], out[None]) if ycc.ndim == 1 else (ycc, out)
+    ycbcr_planes_to_rgb(v[..., 0], v[..., 1], v[..., 2], o)
     return out
+
+
+def ycbcr_planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.ndarray) -> None:
+    """:func:`ycbcr_to_rgb` of three planes (float32, any layout) into ``out`` (..., 3),
+    in cache-sized bands of rows; ``out`` may hold the planes themselves.  From
+    contiguous planes this is half the time of the same arithmetic on interleaved
+    channels."""
+    if not y.size:
+        return
+    rows = max(1, _BAND_VALUES // y[0].size)
+    m = _YCBCR_TO_RGB32
+    for r0 in range(0, len(y), rows):
+        sl = slice(r0, r0 + rows)
+        b = np.subtract(cb[sl], _OFFSET[1])
+        r = np.subtract(cr[sl], _OFFSET[2])
+        t, u = np.empty_like(b), np.empty_like(b)
+        # Y last: its slot of ``out`` may be Y itself.
+        for j in (1, 2, 0):
+            np.multiply(y[sl], m[j, 0], out=t)
+            t += np.multiply(b, m[j, 1], out=u)
+            t += np.multiply(r, m[j, 2], out=u)
+            out[sl, ..., j] = t
 
 
 def to_space(plane: np.ndarray, space: str) -> np.ndarray:

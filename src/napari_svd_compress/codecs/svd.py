@@ -33,7 +33,7 @@ from ..format.bundle import member_overhead
 from ..format.entropy import decode_ints, encode_ints
 from ..registry import Codec, Container, Encoded, Param, register
 from . import _blocks, _linalg
-from .color import COLOR_SPACES, from_space, rgb_to_ycbcr_into, to_space, ycbcr_to_rgb
+from .color import COLOR_SPACES, from_space, rgb_to_ycbcr_into, to_space, ycbcr_planes_to_rgb
 
 _DECODE_ROWS = 1024
 RULES = ("rank", "percent", "energy", "target_psnr", "target_bpp")
@@ -1120,16 +1120,18 @@ def _region(
             out = np.empty((r1 - r0, c1 - c0, c), np.float32)
         if step == 1 and ((c0, c1) == (0, w) or shifts[0] is not None):
             # Version 2 sums exactly: any tile has the bits of the whole plane.
-            for i, f in enumerate(factors):
-                out[..., i] = reconstruct_rows(*f, r0, r1, shift=shifts[i], c0=c0, c1=c1)
+            planes = [
+                reconstruct_rows(*f, r0, r1, shift=shifts[i], c0=c0, c1=c1)
+                for i, f in enumerate(factors)
+            ]
         else:
-            for i, (left, right) in enumerate(scaled(step)):
-                out[..., i] = left[:, r0:r1].T @ right[:, c0:c1]
+            planes = [left[:, r0:r1].T @ right[:, c0:c1] for left, right in scaled(step)]
         if space == "ycbcr":
-            # In place, in cache-sized bands (per-pixel arithmetic: the same values).
-            rows = max(1, _SPLIT_PIXELS // max(out.shape[1], 1))
-            for s0 in range(0, out.shape[0], rows):
-                ycbcr_to_rgb(out[s0 : s0 + rows], out=out[s0 : s0 + rows])
+            # From the contiguous planes, interleaved as written (per-pixel arithmetic).
+            ycbcr_planes_to_rgb(*planes, out)
+        else:
+            for i, p in enumerate(planes):
+                out[..., i] = p
         return out
 
     return region
