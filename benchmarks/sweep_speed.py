@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         f"runs on a whole layer) on {args.photo or 'astronaut'} upscaled to {w} x {h} with "
         f"noise (sigma 3), one run; {machine()} "
         f"shared with other jobs (T0 beside it: {t0:.2f} s).  Each point is a whole "
-        "`compress()`; the points of a method share its factorisation, block transform or "
-        "clustering (`compress_many`).",
+        "`compress()`, measured on its own decoded bundle (`compress_many`): the points of "
+        "svd share one factorisation, those of pca one block transform, and baseline "
+        "encoders encode the next points on other threads while a result is measured.",
         "",
         "| method | points | seconds |",
         "|---|---|---|",
