@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import replace_section  # noqa: E402
+from _report import machine, replace_section  # noqa: E402
 
 MARKER = "## The Compress widget on a 24-megapixel layer"
 
@@ -161,7 +160,7 @@ def report(rows: list[dict], pipe: list[dict], image: np.ndarray, method: str) -
         "then the widget, in the same process on the same image. Widget time: from the click "
         "to the result layer added and visible. Stall: the longest gap between two ticks of "
         "a 10 ms timer, from the click until half a second after the layer is shown. "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"{machine()}, Python {platform.python_version()}.",
         "",
         "| | seconds |",
         "|---|---|",

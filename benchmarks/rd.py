@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _report import replace_section
+from _report import machine, replace_section
 
 from napari_svd_compress import registry
 from napari_svd_compress.api import compress
@@ -390,7 +390,7 @@ def write_report(args: argparse.Namespace, names: list[str], acc: Results, elaps
             if args.reused
             else []
         ),
-        f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs "
+        f"Machine: {machine()} "
         "(shared with other jobs: timings are indicative only), "
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
         f"{_versions()}.",

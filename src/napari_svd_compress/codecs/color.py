@@ -30,7 +30,7 @@ _YCBCR_TO_RGB = _YCBCR_TO_RGB32.astype(np.float64)
 _OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float32)
 
 COLOR_SPACES = ("rgb", "ycbcr")
-# Values per band of ycbcr_planes_to_rgb (a few hundred kB per temporary).
+# Values per band of the conversions (a few hundred kB per temporary).
 _BAND_VALUES = 1 << 16
 
 
@@ -45,20 +45,23 @@ def rgb_to_ycbcr_into(rgb: np.ndarray, planes: list[np.ndarray]) -> None:
     """:func:`rgb_to_ycbcr` of ``rgb`` (..., 3) written into three arrays of its shape
     less the last axis (the encoder's separate channel planes: no interleaved copy).
 
-    Elementwise in float32, per output channel ``(R m0 + G m1) + B m2 + offset``: a
-    matrix product with an inner dimension of 3 is several times slower in BLAS.
+    Elementwise in float32, per output channel ``(R m0 + G m1) + B m2 + offset``, in
+    cache-sized bands of rows: a matrix product with an inner dimension of 3 is several
+    times slower in BLAS, and whole-plane temporaries cost more than the arithmetic.
     """
     rgb = np.asarray(rgb)
-    if rgb.dtype != np.float32:
-        rgb = rgb.astype(np.float32)
+    if rgb.ndim == 1:  # one pixel
+        rgb, planes = rgb[None], [p[None] for p in planes]
     m = _RGB_TO_YCBCR32
-    scratch = np.empty(rgb.shape[:-1], np.float32)
-    for j, out in enumerate(planes):
-        np.multiply(rgb[..., 0], m[j, 0], out=out)
-        out += np.multiply(rgb[..., 1], m[j, 1], out=scratch)
-        out += np.multiply(rgb[..., 2], m[j, 2], out=scratch)
-        if _OFFSET[j]:
-            out += _OFFSET[j]
+    for sl in _row_bands(rgb[..., 0]):
+        band = rgb[sl].astype(np.float32, copy=False)
+        scratch = np.empty(band.shape[:-1], np.float32)
+        for j, out in enumerate(planes):
+            o = np.multiply(band[..., 0], m[j, 0], out=out[sl])
+            o += np.multiply(band[..., 1], m[j, 1], out=scratch)
+            o += np.multiply(band[..., 2], m[j, 2], out=scratch)
+            if _OFFSET[j]:
+                o += _OFFSET[j]
 
 
 def ycbcr_to_rgb(ycc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -82,12 +85,8 @@ def ycbcr_planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.n
     in cache-sized bands of rows; ``out`` may hold the planes themselves.  From
     contiguous planes this is half the time of the same arithmetic on interleaved
     channels."""
-    if not y.size:
-        return
-    rows = max(1, _BAND_VALUES // y[0].size)
     m = _YCBCR_TO_RGB32
-    for r0 in range(0, len(y), rows):
-        sl = slice(r0, r0 + rows)
+    for sl in _row_bands(y):
         b = np.subtract(cb[sl], _OFFSET[1])
         r = np.subtract(cr[sl], _OFFSET[2])
         t, u = np.empty_like(b), np.empty_like(b)
@@ -97,6 +96,14 @@ def ycbcr_planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.n
             t += np.multiply(b, m[j, 1], out=u)
             t += np.multiply(r, m[j, 2], out=u)
             out[sl, ..., j] = t
+
+
+def _row_bands(plane: np.ndarray) -> list[slice]:
+    """Slices of the first axis of ``plane`` (at least 1-D) of about ``_BAND_VALUES`` values."""
+    if not plane.size:
+        return []
+    rows = max(1, _BAND_VALUES // plane[0].size)
+    return [slice(r, r + rows) for r in range(0, len(plane), rows)]
 
 
 def to_space(plane: np.ndarray, space: str) -> np.ndarray:

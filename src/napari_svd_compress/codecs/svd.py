@@ -852,25 +852,16 @@ def _scaled(progress: Callable[[float], None], start: float, width: float):
     return lambda f: progress(start + width * f)
 
 
-# Rows per band of the colour conversion in _channels (about 1 MB of float32 RGB).
-_SPLIT_PIXELS = 1 << 16
-
-
 def _channels(plane: np.ndarray, space: str) -> list[_Channel]:
-    # Converted into contiguous channels band by band: a whole-plane YCbCr copy and three
-    # strided gathers from it cost more than the factorisation's first product.  The
-    # conversion is per pixel, so bands give the same values as the whole plane.
+    # Straight into contiguous channel planes: a whole-plane YCbCr copy and three strided
+    # gathers from it cost more than the factorisation's first product.
     h, w, c = plane.shape
     out = [np.empty((h, w), np.float32) for _ in range(c)]
-    rows = max(1, _SPLIT_PIXELS // max(w, 1))
-    for r0 in range(0, h, rows):
-        band = plane[r0 : r0 + rows]
-        planes = [x[r0 : r0 + rows] for x in out]
-        if space == "ycbcr":
-            rgb_to_ycbcr_into(band, planes)
-        else:
-            for i, x in enumerate(planes):
-                x[...] = band[..., i]
+    if space == "ycbcr":
+        rgb_to_ycbcr_into(plane, out)
+    else:
+        for i, x in enumerate(out):
+            x[...] = plane[..., i]
     return [_Channel(x) for x in out]
 
 
