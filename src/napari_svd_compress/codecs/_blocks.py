@@ -88,8 +88,11 @@ _MIN_STEP = 0.25
 # (BD-rate 12.4% -> -0.3%; 64 offsets -1.0% at 4x the time).
 DEBLOCK_CHOICES = (0, 4, 16, 64)
 _DEBLOCK_THRESHOLD = 0.2
-# Pixels on which the encoder measures whether the filter helps.
+# Pixels on which the encoder measures whether the filter helps, and the fraction of the
+# squared error it must save to be kept: it costs up to four times the decode time, and
+# at fine steps (many components) it saves a fraction of a percent.
 _DEBLOCK_SAMPLE = 1 << 21
+_DEBLOCK_MIN_GAIN = 0.01
 
 PARAMS = (
     Param(
@@ -389,13 +392,17 @@ def _encode_blocks(
     progress: Callable[[float], None],
     deblock: int = 0,
     stats: _BlockStats | None = None,
+    prune: bool = False,
+    space: str = "rgb",
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Code plane ``x`` (already in its colour space) in ``b x b`` blocks.
+    """Code plane ``x`` (already in colour ``space``) in ``b x b`` blocks.
 
     ``choose_k(eigenvalues)`` gives the number of components; ``step`` is the
     coefficient step, or a function ``step(eigenvalues, k)``; ``deblock`` the number
     of offsets of the decoder's deblocking filter; ``stats``, if given, is
-    ``_BlockStats(x, b, ...)`` computed before (shared by several steps).
+    ``_BlockStats(x, b, ...)`` computed before (shared by several steps); ``prune``:
+    keep only the components worth their bits (:func:`_worth_keeping`), rather than
+    every one with a nonzero coefficient.
 
     The patches are gathered band by band (cache-sized bands, on ``_workers`` threads)
     and never materialised whole; only the components that quantise to nonzero
@@ -417,13 +424,18 @@ def _encode_blocks(
     wq = _step_weights(rms_all, step)
     steps = (step * wq / _WEIGHT_UNIT).astype(np.float32)
     vec32 = vec.astype(np.float32)
-    coef = _quantise_blocks(x, b, vec32, mean32, steps, step, workers)
+    coef, worth = _quantise_blocks(x, b, vec32, mean32, steps, step, workers)
     progress(0.8)
     # Components whose coefficients all quantised to zero need no basis vector.
     used = np.flatnonzero(np.any(coef != 0, axis=1))
-    coef = coef[used]
     ref = _reference(b, x.shape[2])
     qbasis, gains = _quantise_basis(ref @ vec[:, used], rms_all[used], step)
+    if prune:
+        keep = _worth_keeping(used, worth, qbasis)
+        if not keep.all():
+            used = used[keep]
+            qbasis, gains = _quantise_basis(ref @ vec[:, used], rms_all[used], step)
+    coef = coef[used]
     meta = {"mode": "blocks", "block": b, "components": len(used), "step": step}
     meta["gains"] = gains.tolist()
     # The step weights travel as the basis array's first column (or row, transposed:
@@ -447,7 +459,7 @@ def _encode_blocks(
         # keep detail it cannot re-project) and tiny images (a basis fitted to a few
         # blocks) break that, so it is kept only where it measures better.
         plan = _exact.BlocksPlan(a, gains, wq[used], step, qmean, b, c, e, g)
-        if _deblock_helps(x[:h, :w], coef, plan, deblock):
+        if _deblock_helps(x[:h, :w], coef, plan, deblock, space):
             meta["deblock"] = [deblock, _DEBLOCK_THRESHOLD]
         progress(0.95)
     payloads = {
@@ -471,7 +483,12 @@ def _quantise_blocks(
     """Quantised coefficients ``(k, blocks)`` of the padded plane ``x``: dead-zone
     rounding, then (``_RDO_PASSES``) rate-distortion optimisation against the per-row
     Laplace models the entropy coder will fit, with the first pass's statistics.  The
-    first component is left alone: the coder codes it as differences."""
+    first component is left alone: the coder codes it as differences.
+
+    Also returns, per component, the squared error its nonzero values save (in
+    ``step^2``) and the bits its values cost beyond an absent row's under those models
+    (zeros where there is no optimisation), shape ``(2, k)``: see
+    :func:`_worth_keeping`."""
     nr, nc = x.shape[0] // b, x.shape[1] // b
     d, k = vec32.shape
     n = nr * nc
@@ -488,6 +505,7 @@ def _quantise_blocks(
 
     _run_threads(project, list(range(len(bands))), workers)
     done = [band for band in found if band is not None]
+    worth = np.zeros((2, k))
     if _RDO_PASSES:
         # Per component: the mean magnitude (the coder's scale) and the largest.
         mag = np.zeros(k, np.int64)
@@ -498,24 +516,38 @@ def _quantise_blocks(
             np.maximum.at(amax, band.live, a.max(axis=0, initial=0))
         scales = np.maximum(mag / n, _MIN_SCALE)
         table = _BitsTable(scales, amax)
+        wt2 = (steps.astype(np.float64) / step) ** 2
         lam = _RDO_LAMBDA * math.log(2) / 6 / (steps / step) ** 2
 
         def optimise(band: _Band) -> None:
             keep = band.live >= 1
             cols = np.flatnonzero(keep)
+            band.worth = np.zeros((2, k))
             if not cols.size:
                 return
             q = band.q[:, cols]
             blocks, j = np.nonzero(q)
             comp = band.live[cols][j]
-            new = _rdo_values(band.y[:, cols][blocks, j], q[blocks, j], comp, lam, table)
+            y = band.y[:, cols][blocks, j]
+            new = _rdo_values(y, q[blocks, j], comp, lam, table)
             band.q[blocks, cols[j]] = new
+            nz = new != 0
+            y, new, comp = y[nz], new[nz], comp[nz]
+            a = np.abs(new)
+            saved = (y * y - (y - new) ** 2) * wt2[comp]
+            extra = table.bits(a, comp) - table.bits(np.zeros_like(a), comp)
+            band.worth[0] = np.bincount(comp, weights=saved, minlength=k)
+            band.worth[1] = np.bincount(comp, weights=extra, minlength=k)
 
         _run_threads(optimise, done, workers)
+        # Added in band order: the sums do not depend on the threads.
+        for band in done:
+            worth += band.worth
+        worth[1] += n * table.bits(np.zeros(k, np.int64), np.arange(k))
     coef = np.zeros((k, n), np.int32)
     for band in done:
         coef[band.live, band.r0 * nc : band.r1 * nc] = band.q.T
-    return coef
+    return coef, worth
 
 
 def _offset_count(b: int, offsets: int) -> int:
@@ -524,9 +556,13 @@ def _offset_count(b: int, offsets: int) -> int:
     return g * g
 
 
-def _deblock_helps(x, coef, plan: _exact.BlocksPlan, offsets: int) -> bool:
-    """Whether deblocking lowers the squared error of plane ``x`` (unpadded), measured
-    on up to four strips of about ``_DEBLOCK_SAMPLE`` pixels in all on large planes."""
+def _deblock_helps(x, coef, plan: _exact.BlocksPlan, offsets: int, space: str) -> bool:
+    """Whether deblocking lowers the squared error of plane ``x`` (unpadded, in colour
+    ``space``) by at least the fraction ``_DEBLOCK_MIN_GAIN``, measured on up to four
+    strips of about ``_DEBLOCK_SAMPLE`` pixels in all on large planes, as the decoder's
+    output is seen: in RGB, clipped to the range.  (Clipping mends much of a plain
+    reconstruction's overshoot at saturated pixels, so the unclipped errors can rank
+    the two the wrong way.)"""
     h, w, c = x.shape
     b = plan.b
     nr, nc = -(-h // b), -(-w // b)
@@ -537,7 +573,7 @@ def _deblock_helps(x, coef, plan: _exact.BlocksPlan, offsets: int) -> bool:
         strips = [(r, r + per_strip) for r in np.linspace(0, nr - per_strip, 4).astype(int)]
     workers = _workers(None)
     inner = 1 if len(strips) > 1 else workers
-    gains_: list[float] = [0.0] * len(strips)
+    errors: list[tuple[float, float]] = [(0.0, 0.0)] * len(strips)
 
     def strip(i: int) -> None:
         r0, r1 = strips[i]
@@ -547,16 +583,35 @@ def _deblock_helps(x, coef, plan: _exact.BlocksPlan, offsets: int) -> bool:
         smooth = _exact.deblock(
             plan, plain.copy(), offsets, _DEBLOCK_THRESHOLD, inner, run, _fill_slab, _reflect
         )
-        ref = x[r0 * b : r1 * b]
+        ref = from_space(x[r0 * b : r1 * b], space)
         hh = ref.shape[0]
-        gains_[i] = squared_error(plain[:hh, :w], ref) - squared_error(smooth[:hh, :w], ref)
+        seen = [np.clip(from_space(p[:hh, :w], space), 0, 1) for p in (plain, smooth)]
+        errors[i] = (squared_error(seen[0], ref), squared_error(seen[1], ref))
 
-    # The strips on the threads, their gains added in order.
+    # The strips on the threads, their errors added in order.
     _run_threads(strip, list(range(len(strips))), workers)
-    gain = 0.0
-    for g in gains_:
-        gain += g
-    return gain > 0
+    plain = smooth = 0.0
+    for p, q in errors:
+        plain += p
+        smooth += q
+    return smooth < (1 - _DEBLOCK_MIN_GAIN) * plain
+
+
+def _worth_keeping(used: np.ndarray, worth: np.ndarray, qbasis: np.ndarray) -> np.ndarray:
+    """Which components ``used`` (rows of ``qbasis``) save more squared error than
+    lambda times their bits, the same trade as :func:`_rdo`'s per value, here for a
+    whole row: its coefficients' bits (``worth``, see :func:`_quantise_blocks`) and its
+    basis vector's (a Laplace estimate).  The first component is always kept.
+
+    Weak components that a few blocks use (noise, at fine steps) cost a basis vector
+    and sparse values for little; dropping them also makes the deblocking filter, whose
+    time grows with the components, re-project onto the basis that codes the picture.
+    """
+    a = np.abs(qbasis.astype(np.int64))
+    scale = np.maximum(a.mean(axis=1), _MIN_SCALE)
+    basis_bits = _laplace_bits(a, scale[:, None]).sum(axis=1)
+    cost = _RDO_LAMBDA * math.log(2) / 6 * (worth[1, used] + basis_bits)
+    return (worth[0, used] >= cost) | (used == 0)
 
 
 def _quantise_basis(vec: np.ndarray, rms: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1221,6 +1276,8 @@ def encode_many(
                 report,
                 params["deblock"],
                 stats=shared[key],
+                prune=True,
+                space=space,
             )
         else:
             meta, payloads = _encode_rows(x, params, step, report)
@@ -1254,7 +1311,7 @@ def encode_patches(
     def step(eig: np.ndarray, k: int) -> float:
         return max(step_scale * math.sqrt(max(float(eig[k - 1]), 0.0)), _MIN_STEP * _LEVEL)
 
-    meta, payloads = _encode_blocks(x, block, choose_rank, step, progress, deblock)
+    meta, payloads = _encode_blocks(x, block, choose_rank, step, progress, deblock, space=space)
     meta["space"] = space
     return Encoded(meta=meta, payloads=payloads)
 
