@@ -26,7 +26,7 @@ Payloads: ``palette`` (uint16, ``k x C``, values in 1/65535) and ``index`` (``H 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,9 @@ from ..registry import Codec, Container, Encoded, Param, register
 
 SPACES = ("rgb", "lab")
 _BAND_PIXELS = 1 << 20
-# Distances are computed for this many points at a time ( x k float32 values).
-_DIST_CHUNK = 1 << 15
+# Distances are computed for blocks of points of this many float32 values in all (1 MiB,
+# in cache: the product has an inner dimension of 3, so memory sets its pace).
+_DIST_VALUES = 1 << 18
 _PALETTE_SCALE = 65535
 # Pixels per block of the colour-code pass (its float32 temporaries stay in cache), and
 # threads over the blocks (numpy releases the GIL inside its loops).
@@ -123,46 +124,50 @@ def _code_features(cells: np.ndarray, c: int, space: str) -> np.ndarray:
     return lab
 
 
-def _distances(p: np.ndarray, c: np.ndarray, c2: np.ndarray, buf: np.ndarray) -> np.ndarray:
-    """``|c|^2 - 2 p.c`` (float32) for each point (row of ``p``) and centre, in ``buf``.
+class _Distances:
+    """``|c|^2 - 2 p.c`` (float32) of points ``p`` to the centres, in blocks of points.
 
-    |p|^2 is the same for every centre, so it does not change which is nearest.
+    |p|^2 is the same for every centre, so it does not change which is nearest.  The
+    product is taken with the centres times -2 (exact: a power of two), which gives the
+    same values as scaling it after, one pass fewer.
     """
-    d = np.matmul(p, c.T, out=buf[: len(p)])
-    d *= np.float32(-2)
-    d += c2
-    return d
+
+    def __init__(self, points: np.ndarray, centers: np.ndarray) -> None:
+        c = centers.astype(np.float32)
+        self.c2 = np.einsum("ij,ij->i", c, c)
+        self.cm2 = c * np.float32(-2)
+        self.points = points
+        self.chunk = max(1, _DIST_VALUES // len(c))
+        self.buf = np.empty((min(len(points), self.chunk), len(c)), np.float32)
+
+    def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
+        for s in range(0, len(self.points), self.chunk):
+            p = self.points[s : s + self.chunk].astype(np.float32, copy=False)
+            d = np.matmul(p, self.cm2.T, out=self.buf[: len(p)])
+            d += self.c2
+            yield slice(s, s + len(p)), d
 
 
 def nearest(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Index of the nearest centre of each point (squared Euclidean), in chunks."""
-    c = centers.astype(np.float32)
-    c2 = np.einsum("ij,ij->i", c, c)
     out = np.empty(len(points), np.int32)
-    buf = np.empty((min(len(points), _DIST_CHUNK), len(c)), np.float32)
-    for s in range(0, len(points), _DIST_CHUNK):
-        p = points[s : s + _DIST_CHUNK].astype(np.float32, copy=False)
-        out[s : s + _DIST_CHUNK] = np.argmin(_distances(p, c, c2, buf), axis=1)
+    for rows, d in _Distances(points, centers):
+        out[rows] = np.argmin(d, axis=1)
     return out
 
 
 def _two_nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The nearest centre of each point (as :func:`nearest`) and the second nearest
     (the nearest again when there is one centre)."""
-    c = centers.astype(np.float32)
-    c2 = np.einsum("ij,ij->i", c, c)
     first = np.empty(len(points), np.uint8)
     second = np.empty(len(points), np.uint8)
-    buf = np.empty((min(len(points), _DIST_CHUNK), len(c)), np.float32)
-    for s in range(0, len(points), _DIST_CHUNK):
-        p = points[s : s + _DIST_CHUNK].astype(np.float32, copy=False)
-        d = _distances(p, c, c2, buf)
+    for rows, d in _Distances(points, centers):
         i = np.argmin(d, axis=1)
-        first[s : s + _DIST_CHUNK] = i
-        if len(c) > 1:
+        first[rows] = i
+        if len(centers) > 1:
             d[np.arange(len(d)), i] = np.inf
             i = np.argmin(d, axis=1)
-        second[s : s + _DIST_CHUNK] = i
+        second[rows] = i
     return first, second
 
 
