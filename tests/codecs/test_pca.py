@@ -664,3 +664,14 @@ def test_gauss_jordan_is_the_pseudo_inverse_and_drops_null_components():
     keep = [0, 1, 2, 3, 5]
     v = q[keep] @ _exact.reference_table(3, 3)
     np.testing.assert_allclose(x[keep], np.linalg.pinv(v).T * 2.0**52, rtol=1e-6, atol=1e-3)
+
+
+def test_row_max_is_the_largest_magnitude_of_each_row():
+    from napari_svd_compress.codecs import _exact
+
+    a = np.array([[3, -7, 2], [-(2**31), 5, 0], [0, 0, 0]], np.int32)
+    # -2^31 has no int32 absolute value: the bound must still see 2^31.
+    assert _exact.row_max(a) == [7, 2**31, 0]
+    assert _exact.row_max(np.zeros((2, 0), np.int32)) == [0, 0]
+    big = np.random.default_rng(0).integers(-(2**40), 2**40, (3, 1000))
+    assert _exact.row_max(big) == [int(v) for v in np.abs(big).max(axis=1)]

@@ -83,8 +83,10 @@ def row_max(a: np.ndarray) -> list[int]:
     """Per row, the largest magnitude as a Python int (``a`` holds integers)."""
     if a.size == 0:
         return [0] * a.shape[0]
-    m = np.abs(a).max(axis=1)
-    return [int(v) for v in m]
+    # The largest and the smallest, not abs(): no temporary as large as ``a``.
+    top = a.max(axis=1).astype(object)
+    bottom = a.min(axis=1).astype(object)
+    return [max(int(t), -int(u)) for t, u in zip(top, bottom, strict=True)]
 
 
 def _max_int(a: np.ndarray) -> int:
