@@ -305,10 +305,12 @@ def _small_bands(n_rows: int, per_row: int, k: int, d: int) -> list[tuple[int, i
 
 class _Band:
     """The quantised coefficients of one band of blocks, for the components that have
-    any nonzero one there (``live``): ``q`` and the unrounded ``y``, blocks x live."""
+    any nonzero one there (``live``): ``q`` and the unrounded ``y``, blocks x live;
+    ``worth``, once optimised, the band's share of :func:`_quantise_blocks`'s."""
 
     def __init__(self, r0: int, r1: int, live: np.ndarray, q: np.ndarray, y: np.ndarray):
         self.r0, self.r1, self.live, self.q, self.y = r0, r1, live, q, y
+        self.worth: np.ndarray | None = None
 
 
 def _centred_patches(x, b, r0, r1, mean32, buf) -> np.ndarray:
