@@ -168,8 +168,10 @@ def _float_range(image: Any) -> tuple[float, float]:
 _BAND_PIXELS = 1 << 16
 
 
-def _row_bands(h: int, w: int) -> range:
-    return range(0, h, max(1, _BAND_PIXELS // max(w, 1)))
+def _row_bands(h: int, w: int) -> list[slice]:
+    """Slices of ``h`` rows of ``w`` values each, about ``_BAND_PIXELS`` values a band."""
+    rows = max(1, _BAND_PIXELS // max(w, 1))
+    return [slice(r, min(r + rows, h)) for r in range(0, h, rows)]
 
 
 def to_unit(plane: np.ndarray, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -183,10 +185,9 @@ def to_unit(plane: np.ndarray, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray 
     plane = np.asarray(plane)
     unit = np.empty(plane.shape, np.float32)
     h, w = plane.shape[:2]
-    step = max(1, _BAND_PIXELS // max(w, 1))
-    for r0 in _row_bands(h, w):  # the same operations as on the whole plane, band by band
-        band = unit[r0 : r0 + step]
-        np.copyto(band, plane[r0 : r0 + step], casting="unsafe")
+    for sl in _row_bands(h, w):  # the same operations as on the whole plane, band by band
+        band = unit[sl]
+        np.copyto(band, plane[sl], casting="unsafe")
         if lo != 0.0:
             band -= np.float32(lo)
         band *= scale
@@ -205,13 +206,11 @@ def from_unit(unit: np.ndarray, spec: ImageSpec, alpha: np.ndarray | None = None
         return _from_unit(unit, spec, alpha)
     # Band by band (the same values): whole-plane float temporaries cost more than the work.
     out: np.ndarray | None = None
-    step = max(1, _BAND_PIXELS // w)
-    for r0 in _row_bands(h, w):
-        r1 = min(r0 + step, h)
-        part = _from_unit(unit[r0:r1], spec, None if alpha is None else alpha[r0:r1])
+    for sl in _row_bands(h, w):
+        part = _from_unit(unit[sl], spec, None if alpha is None else alpha[sl])
         if out is None:
             out = np.empty((h, *part.shape[1:]), part.dtype)
-        out[r0:r1] = part
+        out[sl] = part
     return out
 
 

@@ -667,26 +667,7 @@ def decode_plane(opened: _bundle.Bundle, index: int) -> np.ndarray:
     unit_shape = spec.unit_shape
     with refuse_failures(f"codec {codec.name!r}, plane {index}"):
         out = codec.decode(meta, payloads, unit_shape)
-        return _from_unit_banded(
-            _checked(out, codec, unit_shape), spec, _decode_alpha(payloads, spec)
-        )
-
-
-_BAND_PIXELS = 1 << 16
-
-
-def _from_unit_banded(unit: np.ndarray, spec: ImageSpec, alpha: np.ndarray | None) -> np.ndarray:
-    """:func:`from_unit` band by band: the same values, with temporaries of one band, so
-    that decoding a plane takes little more than the codec's float32 plane and the result."""
-    h, w = unit.shape[:2]
-    if h * w <= _BAND_PIXELS:
-        return from_unit(unit, spec, alpha)
-    out = np.empty(spec.plane_shape, spec.dtype)
-    rows = max(1, _BAND_PIXELS // w)
-    for r0 in range(0, h, rows):
-        band_alpha = None if alpha is None else alpha[r0 : r0 + rows]
-        out[r0 : r0 + rows] = from_unit(unit[r0 : r0 + rows], spec, band_alpha)
-    return out
+        return from_unit(_checked(out, codec, unit_shape), spec, _decode_alpha(payloads, spec))
 
 
 def _checked(out: Any, codec: registry.Codec, shape: tuple[int, ...]) -> np.ndarray:

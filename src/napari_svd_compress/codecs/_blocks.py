@@ -82,6 +82,8 @@ _WEIGHT_GAMMA = 0.2
 _WEIGHT_MAX = 4.0
 _WEIGHT_UNIT = 64
 _RDO_LAMBDA = 1.0
+# Lambda in step^2 per bit: dD/dR of a uniform quantiser (ln 2 / 6), times _RDO_LAMBDA.
+_LAMBDA_PER_BIT = _RDO_LAMBDA * math.log(2) / 6
 _MIN_SCALE = 0.05
 # Finest automatic step (8-bit levels) of encode_patches.
 _MIN_STEP = 0.25
@@ -213,7 +215,7 @@ def _rdo(c: np.ndarray, q: np.ndarray, scale: np.ndarray, wt2: np.ndarray) -> np
     nearer zero, so only the nonzero values are looked at (see :func:`_rdo_values`).
     """
     # Distortion in units of the base step^2: a row with a coarser step weighs more.
-    lam = _RDO_LAMBDA * math.log(2) / 6 / wt2
+    lam = _LAMBDA_PER_BIT / wt2
     out = np.array(q, dtype=np.int32)
     rows, cols = np.nonzero(q)
     if rows.size:
@@ -523,7 +525,7 @@ def _quantise_blocks(
         scales = np.maximum(mag / n, _MIN_SCALE)
         table = _BitsTable(scales, amax)
         wt2 = (steps.astype(np.float64) / step) ** 2
-        lam = _RDO_LAMBDA * math.log(2) / 6 / (steps / step) ** 2
+        lam = _LAMBDA_PER_BIT / (steps / step) ** 2
 
         def optimise(band: _Band) -> None:
             keep = band.live >= 1
@@ -616,7 +618,7 @@ def _worth_keeping(used: np.ndarray, worth: np.ndarray, qbasis: np.ndarray) -> n
     a = np.abs(qbasis.astype(np.int64))
     scale = np.maximum(a.mean(axis=1), _MIN_SCALE)
     basis_bits = _laplace_bits(a, scale[:, None]).sum(axis=1)
-    cost = _RDO_LAMBDA * math.log(2) / 6 * (worth[1, used] + basis_bits)
+    cost = _LAMBDA_PER_BIT * (worth[1, used] + basis_bits)
     return (worth[0, used] >= cost) | (used == 0)
 
 

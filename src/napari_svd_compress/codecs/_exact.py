@@ -84,9 +84,7 @@ def row_max(a: np.ndarray) -> list[int]:
     if a.size == 0:
         return [0] * a.shape[0]
     # The largest and the smallest, not abs(): no temporary as large as ``a``.
-    top = a.max(axis=1).astype(object)
-    bottom = a.min(axis=1).astype(object)
-    return [max(int(t), -int(u)) for t, u in zip(top, bottom, strict=True)]
+    return [max(int(t), -int(u)) for t, u in zip(a.max(axis=1), a.min(axis=1), strict=True)]
 
 
 def _max_int(a: np.ndarray) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._image import _row_bands
+
 # Full-range BT.601 (the JPEG/JFIF convention): Y in [0, 1], Cb and Cr centred on 0.5.
 _RGB_TO_YCBCR = np.array(
     [
@@ -30,8 +32,6 @@ _YCBCR_TO_RGB = _YCBCR_TO_RGB32.astype(np.float64)
 _OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float32)
 
 COLOR_SPACES = ("rgb", "ycbcr")
-# Values per band of the conversions (a few hundred kB per temporary).
-_BAND_VALUES = 1 << 16
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -53,7 +53,7 @@ def rgb_to_ycbcr_into(rgb: np.ndarray, planes: list[np.ndarray]) -> None:
     if rgb.ndim == 1:  # one pixel
         rgb, planes = rgb[None], [p[None] for p in planes]
     m = _RGB_TO_YCBCR32
-    for sl in _row_bands(rgb[..., 0]):
+    for sl in _bands_of(rgb[..., 0]):
         band = rgb[sl].astype(np.float32, copy=False)
         scratch = np.empty(band.shape[:-1], np.float32)
         for j, out in enumerate(planes):
@@ -86,7 +86,7 @@ def ycbcr_planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.n
     contiguous planes this is half the time of the same arithmetic on interleaved
     channels."""
     m = _YCBCR_TO_RGB32
-    for sl in _row_bands(y):
+    for sl in _bands_of(y):
         b = np.subtract(cb[sl], _OFFSET[1])
         r = np.subtract(cr[sl], _OFFSET[2])
         t, u = np.empty_like(b), np.empty_like(b)
@@ -98,12 +98,9 @@ def ycbcr_planes_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.n
             out[sl, ..., j] = t
 
 
-def _row_bands(plane: np.ndarray) -> list[slice]:
-    """Slices of the first axis of ``plane`` (at least 1-D) of about ``_BAND_VALUES`` values."""
-    if not plane.size:
-        return []
-    rows = max(1, _BAND_VALUES // plane[0].size)
-    return [slice(r, r + rows) for r in range(0, len(plane), rows)]
+def _bands_of(plane: np.ndarray) -> list[slice]:
+    """Cache-sized bands of the first axis of ``plane`` (at least 1-D)."""
+    return _row_bands(len(plane), plane.size // max(len(plane), 1))
 
 
 def to_space(plane: np.ndarray, space: str) -> np.ndarray:
