@@ -107,6 +107,37 @@ def test_pca_sweep_shares_the_block_transform_and_equals_compress(rgb8, monkeypa
         np.testing.assert_array_equal(shared.image, alone.image)
 
 
+@pytest.mark.parametrize("size", [(64, 96), (1100, 1000)])
+def test_kmeans_sweep_codes_the_colours_once_and_equals_compress(size, monkeypatch):
+    """A kmeans sweep computes the pixels' colour codes, their cells and features once
+    (the small path sorts the codes, the large one fills lookup tables), and every
+    bundle is byte for byte the one compress() writes alone, over both spaces, two
+    seeds and a smaller sample."""
+    from napari_svd_compress import api, compress
+    from napari_svd_compress.codecs import kmeans
+
+    image = transform.resize(data.astronaut(), size, order=1) * 255
+    image += np.random.default_rng(1).normal(0, 3, image.shape)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    sets = [
+        {"colors": 4},
+        {"colors": 32},
+        {"colors": 8, "space": "rgb"},
+        {"colors": 8, "seed": 3, "sample": 5000},
+    ]
+    coded = []
+    real = kmeans._all_codes
+    monkeypatch.setattr(kmeans, "_all_codes", lambda plane: coded.append(1) or real(plane))
+    results = list(api.compress_many(image, "kmeans", sets))
+    assert len(coded) == 1
+    monkeypatch.undo()
+    for params, shared in zip(sets, results, strict=True):
+        alone = compress(image, "kmeans", **params)
+        assert shared.bundle == alone.bundle
+        assert shared.psnr == alone.psnr and shared.ssim == alone.ssim
+        np.testing.assert_array_equal(shared.image, alone.image)
+
+
 def test_region_is_kept_and_shown(rgb8, tmp_path):
     table = sweep(rgb8, methods=["jpeg"], points={"jpeg": [50]}, region="visible region")
     assert table.region == "visible region"

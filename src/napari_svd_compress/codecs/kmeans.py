@@ -313,6 +313,61 @@ def _smooth(
     return cur
 
 
+class _Colours:
+    """What every palette of one plane shares: the 8-bit colour code of each pixel, the
+    distinct codes ("cells", each assigned once: the image has far fewer than pixels)
+    with their pixel counts, their clustering features and the fitting subsamples.
+
+    A sweep over the palette size computes these once (:func:`encode_many`).
+    """
+
+    def __init__(self, plane: np.ndarray) -> None:
+        h, w, c = plane.shape
+        self.plane, self.c, self.n = plane, c, h * w
+        self.codes, self.exact = _all_codes(plane)
+        self.size = 1 << (8 * c)
+        self.inverse: np.ndarray | None = None
+        if self.n >= self.size >> 4:
+            # Lookup tables indexed by code (16 MiB each for colour).
+            hist = np.bincount(self.codes, minlength=self.size)
+            self.cells = np.flatnonzero(hist != 0)  # faster than on the int64 counts
+            self.weight = hist[self.cells].astype(np.float64)
+            del hist
+        else:
+            # Small images: sorting the codes costs less than filling the tables.
+            self.cells, self.inverse, weight = np.unique(
+                self.codes, return_inverse=True, return_counts=True
+            )
+            self.weight = weight.astype(np.float64)
+        self._features: dict[str, np.ndarray] = {}
+        self._samples: dict[tuple[str, int, int], np.ndarray] = {}
+
+    def per_pixel(self, values: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+        """Values of the cells spread to the pixels (or to the flat pixel indices ``at``)."""
+        if self.inverse is not None:
+            return values[self.inverse] if at is None else values[self.inverse[at]]
+        table = np.zeros(self.size, values.dtype)
+        table[self.cells] = values
+        return table[self.codes] if at is None else table[self.codes[at]]
+
+    def features(self, space: str) -> np.ndarray:
+        """Clustering features of the cells."""
+        if space not in self._features:
+            self._features[space] = _code_features(self.cells, self.c, space)
+        return self._features[space]
+
+    def sample(self, space: str, size: int, seed: int) -> np.ndarray:
+        """Features of the seeded random subsample of ``size`` pixels the palette is fitted to."""
+        key = (space, size, seed)
+        if key not in self._samples:
+            n = self.n
+            m = min(size, n)
+            rng = np.random.default_rng(seed)
+            pick = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+            self._samples[key] = _to_feature(self.plane.reshape(-1, self.c)[pick], space)
+        return self._samples[key]
+
+
 def encode(
     plane: np.ndarray,
     params: dict[str, Any],
@@ -320,50 +375,46 @@ def encode(
     container: Container,
 ) -> Encoded:
     """Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused."""
+    return next(encode_many(plane, [params], progress, [container]))
+
+
+def encode_many(
+    plane: np.ndarray,
+    param_sets: list[dict[str, Any]],
+    progress: Callable[[float], None],
+    containers: list[Container],
+) -> Iterator[Encoded]:
+    """Encode one plane at several parameter sets (a sweep over ``colors``), computing
+    the colour codes, their cells and features once (:class:`_Colours`).  Each bundle
+    is byte for byte the one :func:`encode` gives for its parameters alone."""
+    colours = _Colours(plane)
+    n = len(param_sets)
+    for i, params in enumerate(param_sets):
+        yield _encode(colours, params, lambda f, i=i: progress((i + f) / n))
+
+
+def _encode(
+    colours: _Colours, params: dict[str, Any], progress: Callable[[float], None]
+) -> Encoded:
+    """One palette size of :func:`encode_many`."""
+    plane = colours.plane
     h, w, c = plane.shape
     k = params["colors"]
     space = params["space"] if c == 3 else "rgb"
     flat = plane.reshape(-1, c)
-    rng = np.random.default_rng(params["seed"])
     n = h * w
-    m = min(params["sample"], n)
-    pick = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    centers = kmeans_fit(
-        _to_feature(flat[pick], space), k, iterations=params["iterations"], seed=params["seed"]
-    )
+    sample = colours.sample(space, params["sample"], params["seed"])
+    centers = kmeans_fit(sample, k, iterations=params["iterations"], seed=params["seed"])
     k_fit = len(centers)
     progress(0.4)
-    # Each distinct 8-bit colour (a "cell": the image has far fewer than pixels) is
-    # assigned once; per_pixel spreads values from cells to pixels.
-    codes, exact = _all_codes(plane)
-    size = 1 << (8 * c)
-    if n >= size >> 4:
-        # Lookup tables indexed by code (16 MiB each for colour).
-        hist = np.bincount(codes, minlength=size)
-        cells = np.flatnonzero(hist != 0)  # faster than on the int64 counts
-        weight = hist[cells].astype(np.float64)
-        del hist
-
-        def per_pixel(values: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
-            table = np.zeros(size, values.dtype)
-            table[cells] = values
-            return table[codes] if at is None else table[codes[at]]
-
-    else:
-        # Small images: sorting the codes costs less than filling the tables.
-        cells, inverse, weight = np.unique(codes, return_inverse=True, return_counts=True)
-        weight = weight.astype(np.float64)
-
-        def per_pixel(values: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
-            return values[inverse] if at is None else values[inverse[at]]
-
-    first, second = _two_nearest(_code_features(cells, c, space), centers)
+    cells, weight, per_pixel = colours.cells, colours.weight, colours.per_pixel
+    first, second = _two_nearest(colours.features(space), centers)
     # Pixel counts and sums per label: the palette is the mean of each cluster.
     counts = np.bincount(first, weights=weight, minlength=k_fit)
     # The cells' colours, one channel at a time.
     levels = [cells if c == 1 else (cells >> (8 * j)) & 255 for j in range(c)]
     labels = None
-    if exact:
+    if colours.exact:
         # Every pixel holds its cell's colour, so the sums run over cells.
         colors = [_LEVELS[q].astype(np.float64) for q in levels]
         sums = np.stack(
@@ -480,6 +531,7 @@ CODEC = register(
         params=PARAMS,
         encode=encode,
         decode=decode,
+        encode_many=encode_many,
         sweep=("colors", (2, 4, 8, 16, 32, 64, 128, 256)),
         short=_short,
     )
