@@ -24,7 +24,7 @@ DEFERRING_ROOMS = ("cli", "_napari")
 # Rooms from the bottom up; a module may import (at module level) only from its own
 # room or rooms below it.
 LAYERS = [
-    {"errors", "_version", "_image", "_threads"},
+    {"errors", "_version", "_image", "_threads", "_memory"},
     {"registry", "metrics"},
     {"format"},
     {"codecs"},

@@ -22,6 +22,7 @@ import numpy as np
 from . import codecs as _codecs  # noqa: F401  (importing registers the built-in codecs)
 from . import metrics, registry
 from ._image import ImageSpec, from_unit, inspect, to_unit
+from ._memory import retained
 from ._threads import THREADS
 from .errors import (
     BundleContentError,
@@ -313,18 +314,19 @@ def compress(
         raise ImageError(f"method {method!r} writes one image file; it cannot hold a stack")
     planes: list[PlaneResult] = []
     report(0.0)
-    for i, idx in _planes(spec):
-        planes.append(
-            compress_plane(
-                spec.plane(image, idx),
-                spec,
-                codec,
-                resolved,
-                _scaled_progress(report, i / n, 0.9 / n),
+    with retained():  # see _memory: temporaries of this size reuse freed memory
+        for i, idx in _planes(spec):
+            planes.append(
+                compress_plane(
+                    spec.plane(image, idx),
+                    spec,
+                    codec,
+                    resolved,
+                    _scaled_progress(report, i / n, 0.9 / n),
+                )
             )
-        )
-        report((i + 1) / n)
-    decoded = _assemble([p.decoded for p in planes], spec)
+            report((i + 1) / n)
+        decoded = _assemble([p.decoded for p in planes], spec)
     return make_result(codec, resolved, spec, planes, image=decoded)
 
 
@@ -366,27 +368,29 @@ def compress_many(
     resolved = [codec.resolve(p) for p in param_sets]
     report = progress or (lambda f: None)
     spec = inspect(image, rgb=rgb, codec=codec)
-    if spec.n_planes > 1 or len(resolved) < 2:
-        for i, params in enumerate(resolved):
-            yield compress(
-                image,
-                method,
-                rgb=rgb,
-                progress=_scaled_progress(report, i / len(resolved), 1 / len(resolved)),
-                **params,
-            )
-        return
-    original = spec.plane(image, ())
-    unit, alpha = to_unit(original, spec)
-    containers = [container_for(codec, p, spec) for p in resolved]
-    sets = [dict(p) for p in resolved]
-    if codec.encode_many is not None:
-        encoded_sets = _timed(codec.encode_many(unit, sets, report, containers))
-    else:
-        encoded_sets = _encode_each(codec, unit, sets, containers, report)
-    for params, (encoded, enc_s) in zip(resolved, encoded_sets, strict=True):
-        plane = _measure(original, unit.shape, spec, codec, encoded, alpha, enc_s)
-        yield make_result(codec, params, spec, [plane], image=plane.decoded)
+    # Memory kept for the whole sweep (see _memory): its points reuse each other's.
+    with retained():
+        if spec.n_planes > 1 or len(resolved) < 2:
+            for i, params in enumerate(resolved):
+                yield compress(
+                    image,
+                    method,
+                    rgb=rgb,
+                    progress=_scaled_progress(report, i / len(resolved), 1 / len(resolved)),
+                    **params,
+                )
+            return
+        original = spec.plane(image, ())
+        unit, alpha = to_unit(original, spec)
+        containers = [container_for(codec, p, spec) for p in resolved]
+        sets = [dict(p) for p in resolved]
+        if codec.encode_many is not None:
+            encoded_sets = _timed(codec.encode_many(unit, sets, report, containers))
+        else:
+            encoded_sets = _encode_each(codec, unit, sets, containers, report)
+        for params, (encoded, enc_s) in zip(resolved, encoded_sets, strict=True):
+            plane = _measure(original, unit.shape, spec, codec, encoded, alpha, enc_s)
+            yield make_result(codec, params, spec, [plane], image=plane.decoded)
 
 
 def _timed(encoded: Iterator[registry.Encoded]) -> Iterator[tuple[registry.Encoded, float]]:
@@ -735,12 +739,13 @@ def decompress(
     if need > limit:
         raise _limit_error(spec, need, limit, "; decompress(..., lazy=True) decodes it on demand")
     decoded = []
-    for i, _ in _planes(spec):
-        decoded.append(decode_plane(opened, i))
-        if progress is not None:
-            progress((i + 1) / spec.n_planes)
-    with refuse_failures("assembling the planes"):
-        return _assemble(decoded, spec)
+    with retained():
+        for i, _ in _planes(spec):
+            decoded.append(decode_plane(opened, i))
+            if progress is not None:
+                progress((i + 1) / spec.n_planes)
+        with refuse_failures("assembling the planes"):
+            return _assemble(decoded, spec)
 
 
 def decompress_levels(
