@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -77,15 +80,22 @@ def test_retention_is_shared_by_nested_and_concurrent_uses():
     assert not _memory.active()
 
 
-def test_an_allocator_the_process_tunes_is_left_alone(monkeypatch):
-    _memory._glibc.cache_clear()
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    try:
-        assert _memory._glibc() is None
-        with _memory.retained():
-            assert not _memory.active()
-    finally:
-        _memory._glibc.cache_clear()
+@pytest.mark.parametrize("env", [{}, {"MALLOC_ARENA_MAX": "2"}, {"GLIBC_TUNABLES": "x"}])
+def test_an_allocator_the_process_was_started_with_settings_for_is_left_alone(env):
+    if _memory._glibc() is None:
+        pytest.skip("glibc only")
+    code = (
+        "import os; from napari_svd_compress import _memory\n"
+        "os.environ['MALLOC_TRIM_THRESHOLD_'] = '1'  # set later, as dask does: not read\n"
+        "with _memory.retained():\n"
+        "    print(_memory.active())\n"
+    )
+    # Not this process's environment as it is now: dask's LocalCluster adds MALLOC_* to it.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert out.stdout.split() == [str(not env)], out.stderr
 
 
 def test_compress_keeps_memory_while_it_runs_and_gives_it_back():

@@ -9,7 +9,7 @@ at the end of the outermost one the allocator's settings are restored and the fr
 memory is returned to the system (``malloc_trim``).  The peak memory is unchanged.
 
 Only glibc (Linux) is touched, and only where the process has not tuned its allocator
-itself (``MALLOC_*`` or ``GLIBC_TUNABLES`` in the environment); elsewhere
+itself (``MALLOC_*`` or ``GLIBC_TUNABLES`` in the environment it started with); elsewhere
 :func:`retained` does nothing.
 """
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import sys
 import threading
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 __all__ = ["retained"]
@@ -44,7 +44,7 @@ def _glibc() -> Any:
     allocator the process tunes itself)."""
     if not sys.platform.startswith("linux"):
         return None
-    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
+    if _tuned_at_start():
         return None
     try:
         libc = ctypes.CDLL(None)
@@ -55,6 +55,19 @@ def _glibc() -> Any:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return libc
+
+
+def _tuned_at_start() -> bool:
+    """Whether the process started with glibc allocator settings in its environment.
+
+    ``/proc/self/environ`` is the environment the process started with, the one glibc
+    read (a library may set such variables later for processes it spawns: dask does).
+    """
+    try:
+        start = Path("/proc/self/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(v.startswith((b"MALLOC_", b"GLIBC_TUNABLES=")) for v in start)
 
 
 def active() -> bool:
