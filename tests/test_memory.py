@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from napari_svd_compress import _memory, compress
+from napari_svd_compress.api import compress_many
 
 _BIG = 64 << 20  # over glibc's largest mmap threshold (32 MiB): mapped afresh by default
 
@@ -98,10 +99,13 @@ def test_an_allocator_the_process_was_started_with_settings_for_is_left_alone(en
     assert out.stdout.split() == [str(not env)], out.stderr
 
 
-def test_compress_keeps_memory_while_it_runs_and_gives_it_back():
+def test_sweeps_keep_memory_while_they_run_and_give_it_back():
     if _memory._glibc() is None:
         pytest.skip("glibc only")
-    seen = []
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    seen = []
+    for _ in compress_many(image, "svd", [{"rank": 2}, {"rank": 4}]):
+        seen.append(_memory.active())
+    assert seen == [True, True] and not _memory.active()
     compress(image, "svd", rank=4, progress=lambda f: seen.append(_memory.active()))
-    assert seen and all(seen[1:-1]) and not _memory.active()
+    assert not any(seen[2:])  # one compress() alone: the allocator as it is

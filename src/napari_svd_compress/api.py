@@ -8,6 +8,7 @@ and the figures.  Codecs only ever see float32 planes in ``[0, 1]`` (see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -314,19 +315,18 @@ def compress(
         raise ImageError(f"method {method!r} writes one image file; it cannot hold a stack")
     planes: list[PlaneResult] = []
     report(0.0)
-    with retained():  # see _memory: temporaries of this size reuse freed memory
-        for i, idx in _planes(spec):
-            planes.append(
-                compress_plane(
-                    spec.plane(image, idx),
-                    spec,
-                    codec,
-                    resolved,
-                    _scaled_progress(report, i / n, 0.9 / n),
-                )
+    for i, idx in _planes(spec):
+        planes.append(
+            compress_plane(
+                spec.plane(image, idx),
+                spec,
+                codec,
+                resolved,
+                _scaled_progress(report, i / n, 0.9 / n),
             )
-            report((i + 1) / n)
-        decoded = _assemble([p.decoded for p in planes], spec)
+        )
+        report((i + 1) / n)
+    decoded = _assemble([p.decoded for p in planes], spec)
     return make_result(codec, resolved, spec, planes, image=decoded)
 
 
@@ -368,8 +368,9 @@ def compress_many(
     resolved = [codec.resolve(p) for p in param_sets]
     report = progress or (lambda f: None)
     spec = inspect(image, rgb=rgb, codec=codec)
-    # Memory kept for the whole sweep (see _memory): its points reuse each other's.
-    with retained():
+    # Freed memory kept for the whole sweep (see _memory): each point's temporaries
+    # reuse the last one's instead of faulting in fresh pages.
+    with retained() if len(resolved) > 1 else contextlib.nullcontext():
         if spec.n_planes > 1 or len(resolved) < 2:
             for i, params in enumerate(resolved):
                 yield compress(
@@ -739,13 +740,12 @@ def decompress(
     if need > limit:
         raise _limit_error(spec, need, limit, "; decompress(..., lazy=True) decodes it on demand")
     decoded = []
-    with retained():
-        for i, _ in _planes(spec):
-            decoded.append(decode_plane(opened, i))
-            if progress is not None:
-                progress((i + 1) / spec.n_planes)
-        with refuse_failures("assembling the planes"):
-            return _assemble(decoded, spec)
+    for i, _ in _planes(spec):
+        decoded.append(decode_plane(opened, i))
+        if progress is not None:
+            progress((i + 1) / spec.n_planes)
+    with refuse_failures("assembling the planes"):
+        return _assemble(decoded, spec)
 
 
 def decompress_levels(
