@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         f"noise (sigma 3), one run; {machine()} "
         f"shared with other jobs (T0 beside it: {t0:.2f} s).  Each point is a whole "
         "`compress()`, measured on its own decoded bundle (`compress_many`): the points of "
-        "svd share one factorisation, those of pca one block transform, and baseline "
-        "encoders encode the next points on other threads while a result is measured.",
+        "svd share one factorisation, those of pca one block transform, those of kmeans "
+        "the pixels' colour codes, baseline encoders encode the next points on other "
+        "threads while a result is measured, and freed memory is kept for the next point "
+        "(`_memory`).",
         "",
         "| method | points | seconds |",
         "|---|---|---|",

@@ -11,7 +11,7 @@ are restored and the free memory is returned to the system (``malloc_trim``).
 Sweeps use it (:func:`~napari_svd_compress.api.compress_many`): on a 24-megapixel photo
 the eight k-means points took 0.81x the time, at the same peak memory.  A single
 ``compress()`` does not: its temporaries have many sizes, and taken from the heap they
-cost more than they save (1.2-1.5x the time, up to 280 MB more at the peak).
+cost more than they save (1.2-1.5x the time, up to 270 MB more at the peak).
 
 Only glibc (Linux) is touched, and only where the process was not started with allocator
 settings of its own (``MALLOC_*`` or ``GLIBC_TUNABLES``); elsewhere :func:`retained` does
