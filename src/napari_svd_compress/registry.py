@@ -41,6 +41,7 @@ __all__ = [
     "Encoded",
     "Param",
     "available",
+    "encode_one",
     "get",
     "register",
 ]
@@ -259,6 +260,21 @@ class Codec:
             if params.get(p.name) is not None and params.get(p.name) != p.default
         ]
         return " ".join(shown)
+
+
+def encode_one(
+    encode_many: Callable[
+        [np.ndarray, list[dict[str, Any]], Progress, list[Container]], Iterator[Encoded]
+    ],
+) -> Callable[[np.ndarray, dict[str, Any], Progress, Container], Encoded]:
+    """The ``encode`` of a codec whose ``encode_many`` does its work: that for one set."""
+
+    def encode(
+        plane: np.ndarray, params: dict[str, Any], progress: Progress, container: Container
+    ) -> Encoded:
+        return next(encode_many(plane, [params], progress, [container]))
+
+    return encode
 
 
 _REGISTRY: dict[str, Codec] = {}

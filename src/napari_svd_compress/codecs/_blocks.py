@@ -57,7 +57,7 @@ from ..errors import BundleContentError
 from ..format import block_context as _block_context
 from ..format.entropy import decode_ints, encode_ints
 from ..metrics import squared_error
-from ..registry import Container, Encoded, Param
+from ..registry import Container, Encoded, Param, encode_one
 from . import _exact
 from .color import COLOR_SPACES, from_space, to_space
 
@@ -487,7 +487,7 @@ def _quantise_blocks(
     steps: np.ndarray,
     step: float,
     workers: int,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Quantised coefficients ``(k, blocks)`` of the padded plane ``x``: dead-zone
     rounding, then (``_RDO_PASSES``) rate-distortion optimisation against the per-row
     Laplace models the entropy coder will fit, with the first pass's statistics.  The
@@ -1238,16 +1238,6 @@ def _check_common(meta: Mapping[str, Any], kmax: int) -> tuple[int, float, np.nd
     return k, step, gains
 
 
-def encode(
-    plane: np.ndarray,
-    params: dict[str, Any],
-    progress: Callable[[float], None],
-    container: Container,
-) -> Encoded:
-    """Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused."""
-    return next(encode_many(plane, [params], progress, [container]))
-
-
 def encode_many(
     plane: np.ndarray,
     param_sets: list[dict[str, Any]],
@@ -1291,6 +1281,10 @@ def encode_many(
             meta, payloads = _encode_rows(x, params, step, report)
         meta["space"] = space
         yield Encoded(meta=meta, payloads=payloads)
+
+
+# Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused.
+encode = encode_one(encode_many)
 
 
 def encode_patches(

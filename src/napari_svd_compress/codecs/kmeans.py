@@ -34,7 +34,7 @@ import numpy as np
 from .._threads import thread_map
 from ..errors import BundleContentError
 from ..format.entropy import decode_ints, encode_ints
-from ..registry import Codec, Container, Encoded, Param, register
+from ..registry import Codec, Container, Encoded, Param, encode_one, register
 
 SPACES = ("rgb", "lab")
 _BAND_PIXELS = 1 << 20
@@ -368,16 +368,6 @@ class _Colours:
         return self._samples[key]
 
 
-def encode(
-    plane: np.ndarray,
-    params: dict[str, Any],
-    progress: Callable[[float], None],
-    container: Container,
-) -> Encoded:
-    """Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused."""
-    return next(encode_many(plane, [params], progress, [container]))
-
-
 def encode_many(
     plane: np.ndarray,
     param_sets: list[dict[str, Any]],
@@ -391,6 +381,10 @@ def encode_many(
     n = len(param_sets)
     for i, params in enumerate(param_sets):
         yield _encode(colours, params, lambda f, i=i: progress((i + f) / n))
+
+
+# Encode one plane (see :mod:`napari_svd_compress.registry`); ``container`` is unused.
+encode = encode_one(encode_many)
 
 
 def _encode(
