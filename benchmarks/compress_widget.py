@@ -192,11 +192,12 @@ def report(rows: list[dict], pipe: list[dict], image: np.ndarray, method: str) -
     lines += [
         "Timings on this shared 2-core machine vary by a second or more from run to run "
         "(other work runs beside it); the transfer and stall figures are the stable ones. "
-        "`compress()` called in napari's own process is slower than the same call in the "
-        "fresh helper process; what the widget adds is best read against the helper's own "
-        "`compress()`. The result layer is added with the source's contrast limits (no "
-        "min/max scan); the main thread's remaining work is napari's (the layer's controls "
-        "and vispy node, one step; the texture upload when it is shown, the worst stall).",
+        "`compress()` in napari's own process and the same call in the helper process "
+        "run in different memory (napari's holds the viewer); what the widget adds is "
+        "best read against the helper's own `compress()`. The result layer is added with "
+        "the source's contrast limits (no min/max scan); the main thread's remaining work "
+        "is napari's (the layer's controls and vispy node, one step; the texture upload "
+        "when it is shown, the worst stall).",
         "",
     ]
     return lines

@@ -1,4 +1,5 @@
-"""Freed memory kept in the process while a compression runs (glibc only)."""
+"""The allocator's settings while the library works: freed memory kept (glibc), no
+huge-page advice (NumPy on Linux)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from napari_svd_compress import _memory, compress
+from napari_svd_compress import _memory, compress, decompress
 from napari_svd_compress.api import compress_many
 
 _BIG = 64 << 20  # over glibc's largest mmap threshold (32 MiB): mapped afresh by default
@@ -99,13 +100,79 @@ def test_an_allocator_the_process_was_started_with_settings_for_is_left_alone(en
     assert out.stdout.split() == [str(not env)], out.stderr
 
 
-def test_sweeps_keep_memory_while_they_run_and_give_it_back():
-    if _memory._glibc() is None:
-        pytest.skip("glibc only")
+def _hugepage_advice() -> bool:
+    switch = _memory._hugepage_switch()
+    state = switch(True)
+    switch(state)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("run", "small"),
+    [
+        (lambda im: list(compress_many(im, "svd", [{"rank": 2}, {"rank": 4}], progress=_SEEN)), 0),
+        (lambda im: compress(im, "svd", rank=4, progress=_SEEN), 1),
+        (lambda im: decompress(compress(im, "svd", rank=4).bundle, progress=_SEEN), 1),
+    ],
+    ids=["sweep", "compress", "decompress"],
+)
+def test_the_library_holds_its_settings_while_it_works_and_restores_them(run, small):
+    if _memory._glibc() is None or _memory._hugepage_switch() is None:
+        pytest.skip("glibc and NumPy's huge-page advice only")
+    before = _memory._hugepage_switch()(True)  # NumPy's default on Linux
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    seen = []
-    for _ in compress_many(image, "svd", [{"rank": 2}, {"rank": 4}]):
-        seen.append(_memory.active())
-    assert seen == [True, True] and not _memory.active()
-    compress(image, "svd", rank=4, progress=lambda f: seen.append(_memory.active()))
-    assert not any(seen[2:])  # one compress() alone: the allocator as it is
+    _SEEN.states.clear()
+    try:
+        run(image)
+        assert not _memory.active() and _hugepage_advice() is True
+    finally:
+        _memory._hugepage_switch()(before)
+    # A sweep keeps freed memory and NumPy's advice; a single job also drops the advice.
+    expected = (True, not small)
+    assert _SEEN.states and all(s == expected for s in _SEEN.states)
+
+
+class _Seen:
+    """A progress callback that records (freed memory kept, huge-page advice)."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[bool, bool]] = []
+
+    def __call__(self, fraction: float) -> None:
+        self.states.append((_memory.active(), _hugepage_advice()))
+
+
+_SEEN = _Seen()
+
+
+@pytest.mark.parametrize("advice", [True, False])
+def test_small_pages_turns_numpys_advice_off_and_restores_it(advice):
+    switch = _memory._hugepage_switch()
+    if switch is None:
+        pytest.skip("Linux only")
+    before = switch(advice)
+    try:
+        with _memory.small_pages():
+            with _memory.small_pages():
+                assert _hugepage_advice() is False
+            assert _hugepage_advice() is False  # the outer use has not ended
+        assert _hugepage_advice() is advice
+    finally:
+        switch(before)
+
+
+def test_numpys_advice_is_left_alone_where_the_process_set_it():
+    code = (
+        "from numpy._core import multiarray as m\n"
+        "from napari_svd_compress import _memory\n"
+        "with _memory.small_pages():\n"
+        "    print(m._set_madvise_hugepage(True))\n"
+    )
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+    for env, expected in (({}, "False"), ({"NUMPY_MADVISE_HUGEPAGE": "1"}, "True")):
+        clean = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
+        )
+        assert out.stdout.split() == [expected], out.stderr

@@ -1,35 +1,48 @@
-"""Freed memory kept in the process while a sweep runs, and given back after.
+"""The allocator's settings while the library works on large images, restored after.
 
-A 24-megapixel image makes temporaries of 100-300 MB.  glibc's allocator maps every block
-over 32 MB afresh and unmaps it when it is freed, so each such temporary is paid for again
-in page faults: on the virtual machines these figures were measured on (their host takes
-freed pages back) a fresh 288 MB costs 0.5-3 s, more than the arithmetic done in it.
-Inside :func:`retained`, freed blocks go back to the allocator's heap, where the next
-point of a sweep finds them; at the end of the outermost one the allocator's settings
-are restored and the free memory is returned to the system (``malloc_trim``).
+A 24-megapixel image makes temporaries of 100-300 MB, and on the virtual machines these
+figures were measured on, fresh memory is the largest cost after the arithmetic.  Two
+process-wide settings change that while the library works:
 
-Sweeps use it (:func:`~napari_svd_compress.api.compress_many`): on a 24-megapixel photo
-the eight k-means points took 0.81x the time, at the same peak memory.  A single
-``compress()`` does not: its temporaries have many sizes, and taken from the heap they
-cost more than they save (1.2-1.5x the time, up to 270 MB more at the peak).
+- :func:`retained`: glibc's allocator maps every block over 32 MB afresh and unmaps it
+  when it is freed, so each such temporary is paid for again in page faults.  Inside,
+  freed blocks go back to the allocator's heap, where the next temporary finds them; at
+  the end of the outermost use the allocator's settings are restored and the free
+  memory is returned to the system (``malloc_trim``).
+- :func:`small_pages`: NumPy advises the kernel to back its large arrays with 2 MB huge
+  pages.  There, the first huge pages a process touches cost the most: filling a fresh
+  288 MB array took 0.84 s with the advice and 0.21 s without (later arrays 0.06 s with
+  it, once the process has freed huge pages to reuse).  Inside, NumPy gives no advice.
 
-Only glibc (Linux) is touched, and only where the process was not started with allocator
-settings of its own (``MALLOC_*`` or ``GLIBC_TUNABLES``); elsewhere :func:`retained` does
-nothing.
+One job (``compress()``, ``decompress()``, a stack's plane) holds both
+(:func:`large_work`): on a 24-megapixel photo the first ``compress()`` of a process took
+0.69x (svd rank 50), 0.81x (kmeans) and 0.92x (pca) the time without them, alternated
+processes, medians of 4; later calls in the same process about as long as without;
+peak memory 50-230 MB more (the learned codec: 170 MB more, no faster).  A sweep
+(:func:`~napari_svd_compress.api.compress_many`) holds only :func:`retained`: its
+points reuse the same memory, so the pages are touched once, and its pca points ran
+6% faster with huge pages than without (medians of 4-5 sweeps; the eight kmeans points
+took 0.81x the time with retention than without).
+
+Each is re-entrant and thread-safe (nested or concurrent uses share one setting, which
+ends with the last of them) and is left alone where the process was started with
+settings of its own: ``MALLOC_*`` or ``GLIBC_TUNABLES`` for glibc (which alone is
+touched: elsewhere :func:`retained` does nothing), ``NUMPY_MADVISE_HUGEPAGE`` for NumPy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["retained"]
+__all__ = ["large_work", "retained", "small_pages"]
 
 # mallopt parameters (malloc.h) and glibc's defaults, restored at the end.
 _M_TRIM_THRESHOLD = -1
@@ -40,7 +53,49 @@ _DEFAULT_MMAP_MAX = 65536
 _NO_TRIM = (1 << 31) - 1
 
 _lock = threading.Lock()
-_depth = 0
+
+
+class _Shared:
+    """A process-wide setting made by the first of its uses and undone by the last.
+
+    ``apply`` makes it and returns its undo, or None where it is not available here
+    (then uses are not counted).
+    """
+
+    def __init__(self, apply: Callable[[], Callable[[], Any] | None]) -> None:
+        self._apply = apply
+        self._undo: Callable[[], Any] | None = None
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[None]:
+        with _lock:
+            if self.depth == 0:
+                self._undo = self._apply()
+            counted = self._undo is not None
+            self.depth += counted
+        try:
+            yield
+        finally:
+            if counted:
+                with _lock:
+                    self.depth -= 1
+                    if self.depth == 0:
+                        self._undo()
+                        self._undo = None
+
+
+@cache
+def _start_environ() -> tuple[bytes, ...]:
+    """The environment the process started with (the one glibc and NumPy read).
+
+    Not ``os.environ``: a library may set such variables later for processes it spawns
+    (dask sets ``MALLOC_TRIM_THRESHOLD_``).
+    """
+    try:
+        return tuple(Path("/proc/self/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return ()
 
 
 @cache
@@ -49,7 +104,7 @@ def _glibc() -> Any:
     process started with allocator settings of its own)."""
     if not sys.platform.startswith("linux"):
         return None
-    if _tuned_at_start():
+    if any(v.startswith((b"MALLOC_", b"GLIBC_TUNABLES=")) for v in _start_environ()):
         return None
     try:
         libc = ctypes.CDLL(None)
@@ -62,47 +117,65 @@ def _glibc() -> Any:
     return libc
 
 
-def _tuned_at_start() -> bool:
-    """Whether the process started with glibc allocator settings in its environment.
+def _keep_freed() -> Callable[[], None] | None:
+    libc = _glibc()
+    if libc is None:
+        return None
+    libc.mallopt(_M_MMAP_MAX, 0)  # large blocks from the heap, reused when freed
+    libc.mallopt(_M_TRIM_THRESHOLD, _NO_TRIM)
 
-    ``/proc/self/environ`` is the environment the process started with, the one glibc
-    read (a library may set such variables later for processes it spawns: dask does).
-    """
+    def give_back() -> None:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.malloc_trim(0)
+
+    return give_back
+
+
+@cache
+def _hugepage_switch() -> Callable[[bool], bool] | None:
+    """NumPy's switch of its huge-page advice (returns the previous state), or None
+    (not Linux, or a process started with ``NUMPY_MADVISE_HUGEPAGE``)."""
+    if not sys.platform.startswith("linux") or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return None
+    if any(v.startswith(b"NUMPY_MADVISE_HUGEPAGE=") for v in _start_environ()):
+        return None
     try:
-        start = Path("/proc/self/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(v.startswith((b"MALLOC_", b"GLIBC_TUNABLES=")) for v in start)
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1.x
+        from numpy.core import multiarray
+    return getattr(multiarray, "_set_madvise_hugepage", None)
+
+
+def _no_huge_pages() -> Callable[[], bool] | None:
+    switch = _hugepage_switch()
+    if switch is None:
+        return None
+    before = switch(False)
+    return lambda: switch(before)
+
+
+_retention = _Shared(_keep_freed)
+_small_pages = _Shared(_no_huge_pages)
+
+
+def retained() -> contextlib.AbstractContextManager[None]:
+    """Keep freed memory in the process until the outermost ``retained()`` ends."""
+    return _retention.use()
+
+
+def small_pages() -> contextlib.AbstractContextManager[None]:
+    """No huge-page advice on NumPy's arrays until the outermost ``small_pages()`` ends."""
+    return _small_pages.use()
 
 
 def active() -> bool:
     """Whether freed memory is being kept now (inside :func:`retained`, on glibc)."""
-    return _depth > 0  # counted only where there is glibc to tell
+    return _retention.depth > 0
 
 
 @contextlib.contextmanager
-def retained() -> Iterator[None]:
-    """Keep freed memory in the process until the outermost ``retained()`` ends.
-
-    Re-entrant and thread-safe: nested or concurrent uses share one retention, which
-    ends with the last of them.
-    """
-    global _depth
-    libc = _glibc()
-    if libc is None:
+def large_work() -> Iterator[None]:
+    """Both settings, for the library's work on an image."""
+    with retained(), small_pages():
         yield
-        return
-    with _lock:
-        if _depth == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)  # large blocks from the heap, reused when freed
-            libc.mallopt(_M_TRIM_THRESHOLD, _NO_TRIM)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-                libc.malloc_trim(0)

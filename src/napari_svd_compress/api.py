@@ -8,7 +8,6 @@ and the figures.  Codecs only ever see float32 planes in ``[0, 1]`` (see
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -23,7 +22,7 @@ import numpy as np
 from . import codecs as _codecs  # noqa: F401  (importing registers the built-in codecs)
 from . import metrics, registry
 from ._image import ImageSpec, from_unit, inspect, to_unit
-from ._memory import retained
+from ._memory import large_work, retained
 from ._threads import THREADS
 from .errors import (
     BundleContentError,
@@ -314,19 +313,20 @@ def compress(
     if codec.native and n > 1:
         raise ImageError(f"method {method!r} writes one image file; it cannot hold a stack")
     planes: list[PlaneResult] = []
-    report(0.0)
-    for i, idx in _planes(spec):
-        planes.append(
-            compress_plane(
-                spec.plane(image, idx),
-                spec,
-                codec,
-                resolved,
-                _scaled_progress(report, i / n, 0.9 / n),
+    with large_work():  # the allocator's settings for large temporaries (see _memory)
+        report(0.0)
+        for i, idx in _planes(spec):
+            planes.append(
+                compress_plane(
+                    spec.plane(image, idx),
+                    spec,
+                    codec,
+                    resolved,
+                    _scaled_progress(report, i / n, 0.9 / n),
+                )
             )
-        )
-        report((i + 1) / n)
-    decoded = _assemble([p.decoded for p in planes], spec)
+            report((i + 1) / n)
+        decoded = _assemble([p.decoded for p in planes], spec)
     return make_result(codec, resolved, spec, planes, image=decoded)
 
 
@@ -369,8 +369,9 @@ def compress_many(
     report = progress or (lambda f: None)
     spec = inspect(image, rgb=rgb, codec=codec)
     # Freed memory kept for the whole sweep (see _memory): each point's temporaries
-    # reuse the last one's instead of faulting in fresh pages.
-    with retained() if len(resolved) > 1 else contextlib.nullcontext():
+    # reuse the last one's instead of faulting in fresh pages.  NumPy's huge-page
+    # advice stays: the pages are touched once for all points, and then used by each.
+    with retained():
         if spec.n_planes > 1 or len(resolved) < 2:
             for i, params in enumerate(resolved):
                 yield compress(
@@ -740,12 +741,13 @@ def decompress(
     if need > limit:
         raise _limit_error(spec, need, limit, "; decompress(..., lazy=True) decodes it on demand")
     decoded = []
-    for i, _ in _planes(spec):
-        decoded.append(decode_plane(opened, i))
-        if progress is not None:
-            progress((i + 1) / spec.n_planes)
-    with refuse_failures("assembling the planes"):
-        return _assemble(decoded, spec)
+    with large_work():
+        for i, _ in _planes(spec):
+            decoded.append(decode_plane(opened, i))
+            if progress is not None:
+                progress((i + 1) / spec.n_planes)
+        with refuse_failures("assembling the planes"):
+            return _assemble(decoded, spec)
 
 
 def decompress_levels(

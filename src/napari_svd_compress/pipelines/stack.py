@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import registry
 from .._image import ImageSpec, inspect
+from .._memory import large_work
 from ..api import PlaneFigures, Result, compress_plane, decompress, make_result
 from ..errors import ImageError
 from ..fileio.atomic import atomic_write
@@ -36,7 +37,8 @@ def _plane_task(
     # registry is rebuilt by importing the package there anyway.
     codec = registry.get(method)
     original = spec.plane(plane, ())
-    return index, compress_plane(original, spec, codec, resolved).figures()
+    with large_work():  # as compress() holds it; tasks running together share it
+        return index, compress_plane(original, spec, codec, resolved).figures()
 
 
 def _is_dask(array: Any) -> bool:
