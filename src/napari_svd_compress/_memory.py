@@ -21,7 +21,7 @@ processes, medians of 4; later calls in the same process about as long as withou
 peak memory 50-230 MB more (the learned codec: 170 MB more, no faster).  A sweep
 (:func:`~napari_svd_compress.api.compress_many`) holds only :func:`retained`: its
 points reuse the same memory, so the pages are touched once, and its pca points ran
-6% faster with huge pages than without (medians of 4-5 sweeps; the eight kmeans points
+6% faster with huge pages than without (medians of 4-5 sweeps, noisy; the eight kmeans points
 took 0.81x the time with retention than without).
 
 Each is re-entrant and thread-safe (nested or concurrent uses share one setting, which
@@ -135,7 +135,7 @@ def _keep_freed() -> Callable[[], None] | None:
 @cache
 def _hugepage_switch() -> Callable[[bool], bool] | None:
     """NumPy's switch of its huge-page advice (returns the previous state), or None
-    (not Linux, or a process started with ``NUMPY_MADVISE_HUGEPAGE``)."""
+    (not Linux, or ``NUMPY_MADVISE_HUGEPAGE`` set: the process's own choice)."""
     if not sys.platform.startswith("linux") or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return None
     if any(v.startswith(b"NUMPY_MADVISE_HUGEPAGE=") for v in _start_environ()):
@@ -176,6 +176,6 @@ def active() -> bool:
 
 @contextlib.contextmanager
 def large_work() -> Iterator[None]:
-    """Both settings, for the library's work on an image."""
+    """Both settings: what one job (``compress()``, ``decompress()``) holds."""
     with retained(), small_pages():
         yield
