@@ -107,42 +107,41 @@ def _hugepage_advice() -> bool:
     return state
 
 
+_RANKS = [{"rank": 2}, {"rank": 4}]
+
+
 @pytest.mark.parametrize(
     ("run", "small"),
     [
-        (lambda im: list(compress_many(im, "svd", [{"rank": 2}, {"rank": 4}], progress=_SEEN)), 0),
-        (lambda im: compress(im, "svd", rank=4, progress=_SEEN), 1),
-        (lambda im: decompress(compress(im, "svd", rank=4).bundle, progress=_SEEN), 1),
+        (lambda im: list(compress_many(im, "svd", _RANKS, progress=_record)), 0),
+        (lambda im: compress(im, "svd", rank=4, progress=_record), 1),
+        (lambda im: decompress(compress(im, "svd", rank=4).bundle, progress=_record), 1),
     ],
     ids=["sweep", "compress", "decompress"],
 )
 def test_the_library_holds_its_settings_while_it_works_and_restores_them(run, small):
-    if _memory._glibc() is None or _memory._hugepage_switch() is None:
+    switch = _memory._hugepage_switch()
+    if _memory._glibc() is None or switch is None:
         pytest.skip("glibc and NumPy's huge-page advice only")
-    before = _memory._hugepage_switch()(True)  # NumPy's default on Linux
+    before = switch(True)  # NumPy's default on Linux
     image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    _SEEN.states.clear()
+    _STATES.clear()
     try:
         run(image)
         assert not _memory.active() and _hugepage_advice() is True
     finally:
-        _memory._hugepage_switch()(before)
+        switch(before)
     # A sweep keeps freed memory and NumPy's advice; a single job also drops the advice.
     expected = (True, not small)
-    assert _SEEN.states and all(s == expected for s in _SEEN.states)
+    assert _STATES and all(s == expected for s in _STATES)
 
 
-class _Seen:
-    """A progress callback that records (freed memory kept, huge-page advice)."""
-
-    def __init__(self) -> None:
-        self.states: list[tuple[bool, bool]] = []
-
-    def __call__(self, fraction: float) -> None:
-        self.states.append((_memory.active(), _hugepage_advice()))
+# (freed memory kept, huge-page advice), as the progress callback saw them.
+_STATES: list[tuple[bool, bool]] = []
 
 
-_SEEN = _Seen()
+def _record(fraction: float) -> None:
+    _STATES.append((_memory.active(), _hugepage_advice()))
 
 
 @pytest.mark.parametrize("advice", [True, False])

@@ -87,15 +87,17 @@ class _Shared:
 
 @cache
 def _start_environ() -> tuple[bytes, ...]:
-    """The environment the process started with (the one glibc and NumPy read).
-
-    Not ``os.environ``: a library may set such variables later for processes it spawns
-    (dask sets ``MALLOC_TRIM_THRESHOLD_``).
-    """
     try:
         return tuple(Path("/proc/self/environ").read_bytes().split(b"\0"))
     except OSError:
         return ()
+
+
+def _started_with(*names: bytes) -> bool:
+    """Whether the process started with an environment variable beginning with one of
+    ``names``.  Not ``os.environ``: a library may set such variables later for processes
+    it spawns (dask sets ``MALLOC_TRIM_THRESHOLD_``); glibc and NumPy read them at start-up."""
+    return any(v.startswith(names) for v in _start_environ())
 
 
 @cache
@@ -104,7 +106,7 @@ def _glibc() -> Any:
     process started with allocator settings of its own)."""
     if not sys.platform.startswith("linux"):
         return None
-    if any(v.startswith((b"MALLOC_", b"GLIBC_TUNABLES=")) for v in _start_environ()):
+    if _started_with(b"MALLOC_", b"GLIBC_TUNABLES="):
         return None
     try:
         libc = ctypes.CDLL(None)
@@ -138,7 +140,7 @@ def _hugepage_switch() -> Callable[[bool], bool] | None:
     (not Linux, or ``NUMPY_MADVISE_HUGEPAGE`` set: the process's own choice)."""
     if not sys.platform.startswith("linux") or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return None
-    if any(v.startswith(b"NUMPY_MADVISE_HUGEPAGE=") for v in _start_environ()):
+    if _started_with(b"NUMPY_MADVISE_HUGEPAGE="):
         return None
     try:
         from numpy._core import multiarray
