@@ -244,6 +244,13 @@ def test_version2_sum_is_exact_integer_arithmetic(gray, monkeypatch):
     np.testing.assert_array_equal(whole, want)
     region = svd.decode_region(meta, {"svd": data_}, (h, w, 1))
     np.testing.assert_array_equal(region(5, 40, 7, 33, 1)[..., 0], want[5:40, 7:33])
+    # Bands of one row or of one per component (taller bands for many components): the
+    # same bits.
+    monkeypatch.setattr(svd, "_DECODE_BAND_VALUES", 1)
+    for per_row in (10**9, 1):
+        monkeypatch.setattr(svd, "_DECODE_RANK_PER_ROW", per_row)
+        np.testing.assert_array_equal(svd.reconstruct_rows(qu, qv, amp, step, shift=shift), want)
+    monkeypatch.undo()
     # Scaling by 2^-shift after the sum (where the shift is too negative to fold into the
     # weights) gives the same bits as folding it.
     monkeypatch.setattr(svd, "_FOLD_MIN_SHIFT", shift + 1)

@@ -43,6 +43,23 @@ def test_smooth_rows_are_coded_as_differences():
     np.testing.assert_array_equal(decode_ints(coded, shape=ramp.shape, dtype=np.int32), ramp)
 
 
+def test_row_models_are_per_row_whatever_the_chunks(monkeypatch):
+    """The row statistics go a few rows at a time: the same models as all rows at once."""
+    rng = np.random.default_rng(3)
+    rows = np.rint(rng.laplace(0, [[0.5], [4.0], [300.0], [2e5]], size=(4, 5000))).astype(np.int64)
+    rows[1] += np.arange(5000) * 7  # a trend: coded as differences
+    rows = np.concatenate([rows, rows[::-1] * 3])
+    whole = entropy._row_models(rows)
+    assert whole[0][1] and not whole[0][0]
+    for values in (1, 6000, 12000):
+        monkeypatch.setattr(entropy, "_STATS_VALUES", values)
+        for got, want in zip(entropy._row_models(rows), whole, strict=True):
+            np.testing.assert_array_equal(got, want)
+    one_by_one = [entropy._row_models(r[None]) for r in rows]
+    for i, models in enumerate(one_by_one):
+        assert [int(m[0]) for m in models] == [int(w[i]) for w in whole]
+
+
 def test_repetitive_masks_pick_lzma_or_zlib():
     mask = np.zeros((300, 300), np.uint8)
     mask[50:250, 50:250] = 255

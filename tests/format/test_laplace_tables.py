@@ -69,6 +69,21 @@ def test_decoding_with_missing_escapes_raises():
         lt.decode(dec, 3, 3, np.zeros(0, np.int64), 0)
 
 
+def test_value_bits_are_the_tables_costs_escapes_and_low_bits():
+    mags = np.array([0, 1, 2, 7, 40, 4096, 1 << 20, (1 << 40) + 5], np.int64)
+    for level in (0, 12, lt.TOP, lt.TOP + 1, lt.TOP + 20, lt.MAX_LEVEL):
+        j, m = lt.split(level)
+        radius, w = lt.weights(j)
+        p = w / w.sum()
+        # Magnitudes past the radius cost an escape symbol plus 64 verbatim bits.
+        want = [
+            (-np.log2(p[radius + (v >> m)]) if (v >> m) <= radius else 64 - np.log2(p[-1])) + m
+            for v in mags.tolist()
+        ]
+        np.testing.assert_allclose(lt.value_bits(mags, level), want, rtol=1e-12)
+        assert lt.level_bits(mags, level) == float(np.sum(lt.value_bits(mags, level)))
+
+
 def test_best_level_is_the_cheapest_and_near_the_scale():
     rng = np.random.default_rng(0)
     for scale in (0.1, 3.0, 200.0, 5e4):

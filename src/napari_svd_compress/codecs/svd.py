@@ -294,9 +294,14 @@ def reconstruct_rows(
         weights, exponent = _weights(amp, step, shift), -shift
     left = qu[:, r0:r1].T.astype(np.float64) * weights
     right = qv[:, c0:c1].astype(np.float64)
-    # Bands of a few MB: the float64 band is cast to float32 while still in cache.  Version
+    # Bands of a few MB: the float64 band is cast to float32 while still in cache.  Each
+    # band's product packs the whole right factor again, so many components take taller
+    # bands (the 24 MP percent=0.9 bundle, 1100-2100 components: 7.4 -> 6.5 s).  Version
     # 1 keeps the bands it was written with: its rounding may depend on them.
-    rows = max(1, _DECODE_BAND_VALUES // max(c1 - c0, 1)) if shift is not None else _DECODE_ROWS
+    if shift is None:
+        rows = _DECODE_ROWS
+    else:
+        rows = max(1, _DECODE_BAND_VALUES // max(c1 - c0, 1), len(amp) // _DECODE_RANK_PER_ROW)
     for start in range(0, r1 - r0, rows):
         band = left[start : start + rows] @ right
         out[start : start + rows] = np.ldexp(band, exponent) if exponent else band
@@ -306,6 +311,8 @@ def reconstruct_rows(
 # Below this shift, 2^-shift times 2^53 would overflow float64 (see reconstruct_rows).
 _FOLD_MIN_SHIFT = 53 - 1023
 _DECODE_BAND_VALUES = 1 << 19
+# Components per row of a band, at least (see reconstruct_rows).
+_DECODE_RANK_PER_ROW = 4
 
 
 def _ranks_for(rule: str, value: Any, chans: list[_Channel], chroma: float, ycc: bool) -> list[int]:

@@ -325,22 +325,33 @@ def _rows(arr: np.ndarray) -> np.ndarray:
 
 def _row_models(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: whether to code differences, its integer location and its level."""
-    diff = np.diff(rows, axis=1)
-    loc_p = np.rint(np.median(rows, axis=1)).astype(np.int64)
-    loc_d = np.rint(np.median(diff, axis=1)).astype(np.int64) if diff.size else loc_p
-    cost_p = np.mean(np.abs(rows - loc_p[:, None]), axis=1)
-    cost_d = np.mean(np.abs(diff - loc_d[:, None]), axis=1) if diff.size else cost_p
-    use_diff = cost_d < 0.9 * cost_p
-    loc = np.where(use_diff, loc_d, loc_p)
-    scale = np.where(use_diff, cost_d, cost_p)
-    step = max(1, rows.shape[1] // _FIT_COLUMNS)
-    levels = np.zeros(len(rows), np.int64)
-    for i in range(len(rows)):
-        values = diff[i, ::step] if use_diff[i] else rows[i, ::step]
-        levels[i] = _tables.best_level(np.abs(values - loc[i]), float(scale[i]))
+    n_rows, n = rows.shape
+    use_diff = np.zeros(n_rows, bool)
+    loc = np.zeros(n_rows, np.int64)
+    levels = np.zeros(n_rows, np.int64)
+    step = max(1, n // _FIT_COLUMNS)
+    # A few rows at a time: every figure is per row, and small temporaries stay in cache
+    # (those of a whole 2000 x 6000 factor are 100 MB, each paid in page faults).
+    chunk = max(1, _STATS_VALUES // max(n, 1))
+    for r0 in range(0, n_rows, chunk):
+        part = rows[r0 : r0 + chunk]
+        diff = np.diff(part, axis=1)
+        loc_p = np.rint(np.median(part, axis=1)).astype(np.int64)
+        loc_d = np.rint(np.median(diff, axis=1)).astype(np.int64) if diff.size else loc_p
+        cost_p = np.mean(np.abs(part - loc_p[:, None]), axis=1)
+        cost_d = np.mean(np.abs(diff - loc_d[:, None]), axis=1) if diff.size else cost_p
+        dif = cost_d < 0.9 * cost_p
+        use_diff[r0 : r0 + chunk] = dif
+        loc[r0 : r0 + chunk] = here = np.where(dif, loc_d, loc_p)
+        scale = np.where(dif, cost_d, cost_p)
+        for i in range(len(part)):
+            values = diff[i, ::step] if dif[i] else part[i, ::step]
+            levels[r0 + i] = _tables.best_level(np.abs(values - here[i]), float(scale[i]))
     return use_diff, loc, levels
 
 
+# Values per chunk of rows in _row_models.
+_STATS_VALUES = 1 << 18
 # Values sampled per row when choosing its level.
 _FIT_COLUMNS = 2048
 

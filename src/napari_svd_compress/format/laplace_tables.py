@@ -202,9 +202,10 @@ def _costs(j: int) -> np.ndarray:
 def value_bits(magnitude: np.ndarray, level: int) -> np.ndarray:
     """Bits of each integer magnitude at ``level`` under its table (an estimate)."""
     j, m = split(level)
-    c = _costs(j)
     high = magnitude >> m if m else magnitude
-    return c[np.minimum(high, len(c) - 1)] + m
+    # The last cost is the escape's: larger magnitudes clip to it.
+    bits = _costs(j).take(high, mode="clip")
+    return bits + m if m else bits
 
 
 def level_bits(magnitude: np.ndarray, level: int) -> float:
