@@ -26,8 +26,9 @@ took 0.81x the time with retention than without).
 
 Each is re-entrant and thread-safe (nested or concurrent uses share one setting, which
 ends with the last of them) and is left alone where the process was started with
-settings of its own: ``MALLOC_*`` or ``GLIBC_TUNABLES`` for glibc (which alone is
-touched: elsewhere :func:`retained` does nothing), ``NUMPY_MADVISE_HUGEPAGE`` for NumPy.
+settings of its own: started with ``MALLOC_*`` or ``GLIBC_TUNABLES`` for glibc (which
+alone is touched: elsewhere :func:`retained` does nothing), ``NUMPY_MADVISE_HUGEPAGE`` set
+for NumPy.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _start_environ() -> tuple[bytes, ...]:
 def _started_with(*names: bytes) -> bool:
     """Whether the process started with an environment variable beginning with one of
     ``names``.  Not ``os.environ``: a library may set such variables later for processes
-    it spawns (dask sets ``MALLOC_TRIM_THRESHOLD_``); glibc and NumPy read them at start-up."""
+    it spawns (dask sets ``MALLOC_TRIM_THRESHOLD_``); glibc reads them at start-up."""
     return any(v.startswith(names) for v in _start_environ())
 
 
@@ -138,9 +139,8 @@ def _keep_freed() -> Callable[[], None] | None:
 def _hugepage_switch() -> Callable[[bool], bool] | None:
     """NumPy's switch of its huge-page advice (returns the previous state), or None
     (not Linux, or ``NUMPY_MADVISE_HUGEPAGE`` set: the process's own choice)."""
+    # NumPy reads the variable from os.environ when it is imported.
     if not sys.platform.startswith("linux") or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
-        return None
-    if _started_with(b"NUMPY_MADVISE_HUGEPAGE="):
         return None
     try:
         from numpy._core import multiarray
