@@ -86,19 +86,15 @@ class _Shared:
                         self._undo = None
 
 
-@cache
-def _start_environ() -> tuple[bytes, ...]:
-    try:
-        return tuple(Path("/proc/self/environ").read_bytes().split(b"\0"))
-    except OSError:
-        return ()
-
-
 def _started_with(*names: bytes) -> bool:
     """Whether the process started with an environment variable beginning with one of
     ``names``.  Not ``os.environ``: a library may set such variables later for processes
     it spawns (dask sets ``MALLOC_TRIM_THRESHOLD_``); glibc reads them at start-up."""
-    return any(v.startswith(names) for v in _start_environ())
+    try:
+        start = Path("/proc/self/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(v.startswith(names) for v in start)
 
 
 @cache

@@ -340,12 +340,12 @@ def _row_models(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         loc_d = np.rint(np.median(diff, axis=1)).astype(np.int64) if diff.size else loc_p
         cost_p = np.mean(np.abs(part - loc_p[:, None]), axis=1)
         cost_d = np.mean(np.abs(diff - loc_d[:, None]), axis=1) if diff.size else cost_p
-        dif = cost_d < 0.9 * cost_p
-        use_diff[r0 : r0 + chunk] = dif
-        loc[r0 : r0 + chunk] = here = np.where(dif, loc_d, loc_p)
-        scale = np.where(dif, cost_d, cost_p)
+        by_diff = cost_d < 0.9 * cost_p
+        use_diff[r0 : r0 + chunk] = by_diff
+        loc[r0 : r0 + chunk] = here = np.where(by_diff, loc_d, loc_p)
+        scale = np.where(by_diff, cost_d, cost_p)
         for i in range(len(part)):
-            values = diff[i, ::step] if dif[i] else part[i, ::step]
+            values = diff[i, ::step] if by_diff[i] else part[i, ::step]
             levels[r0 + i] = _tables.best_level(np.abs(values - here[i]), float(scale[i]))
     return use_diff, loc, levels
 
